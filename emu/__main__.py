@@ -1,0 +1,7 @@
+"""`python -m emu`: see emu.cli."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,108 @@
+"""Command line: `python -m emu --accel tcg|kvm [-m MiB] [--append CMDLINE] IMAGE`.
+
+Exit status, as QEMU's isa-debug-exit defines it: a guest write of V to port 0xf4 ends the run
+with (V << 1) | 1 (always odd). emu's own statuses are even: 0 when the guest stops by itself
+(hlt with interrupts off), 2 for bad input or an unusable host, 4 when the guest dies (triple
+fault, emulation failure), 130 after Ctrl-C. Every error is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import EmuError, GuestError
+from .stats import report_json, report_table
+
+MIN_MIB = 2
+MAX_MIB = 3072  # RAM below the 3 GiB mark; memory above 4 GiB is not modelled yet
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        print(f"emu: {message} (see emu --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="emu", description="x86 PC emulator with two accelerators: tcg (Unicorn) and kvm (/dev/kvm).")
+    p.add_argument("image", metavar="IMAGE", help="multiboot v1 kernel (ELF32, as qemu -kernel takes)")
+    p.add_argument("--accel", choices=("tcg", "kvm"), default="tcg", help="how to run guest code (default tcg)")
+    p.add_argument("-m", dest="memory", default="128", metavar="MiB", help="guest RAM in MiB (default 128)")
+    p.add_argument("--append", default="", metavar="CMDLINE", help="kernel command line")
+    p.add_argument("--stats", action="store_true", help="print exits, instructions and time at exit")
+    p.add_argument("--stats-json", metavar="PATH", help="write the same statistics as JSON")
+    p.add_argument("--version", action="version", version=f"emu {__version__}")
+    return p
+
+
+def parse_memory(text: str) -> int:
+    value = text.upper().removesuffix("M").removesuffix("MIB")
+    if text.upper().endswith("G"):
+        value = str(int(text[:-1]) * 1024) if text[:-1].isdigit() else "x"
+    if not value.isdigit():
+        raise EmuError(f"-m {text}: expected a size in MiB, like -m 128")
+    mib = int(value)
+    if mib < MIN_MIB:
+        raise EmuError(f"-m {text}: at least {MIN_MIB} MiB of guest RAM are needed")
+    if mib > MAX_MIB:
+        raise EmuError(f"-m {text}: emu supports at most {MAX_MIB} MiB of guest RAM")
+    host = _host_memory_mib()
+    if host is not None and mib > host:
+        raise EmuError(f"-m {text}: more than this host's {host} MiB of memory")
+    return mib
+
+
+def _host_memory_mib() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_image(path: Path) -> None:
+    if not path.exists():
+        raise EmuError(f"{path}: no such file")
+    if path.is_dir():
+        raise EmuError(f"{path}: is a directory, not a kernel image")
+    if not os.access(path, os.R_OK):
+        raise EmuError(f"{path}: permission denied")
+    size = path.stat().st_size
+    if size == 0:
+        raise EmuError(f"{path}: empty file")
+    if size < 12:
+        raise EmuError(f"{path}: truncated image ({size} bytes)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    machine = None
+    try:
+        from .machine import Machine, MachineConfig
+
+        image = Path(args.image)
+        check_image(image)
+        config = MachineConfig(kernel=image, accel=args.accel, memory_mib=parse_memory(args.memory),
+                               append=args.append, count_instructions=args.stats or bool(args.stats_json),
+                               display_name=args.image)  # fmt: skip
+        machine = Machine(config)
+        status = machine.run()
+    except (EmuError, GuestError) as err:
+        print(f"emu: {err}", file=sys.stderr)
+        status = err.exit_status
+    except KeyboardInterrupt:
+        status = 130
+    if machine is not None:
+        if args.stats:
+            print(report_table(machine), file=sys.stderr)
+        if args.stats_json:
+            report_json(machine, Path(args.stats_json))
+        machine.close()
+    return status

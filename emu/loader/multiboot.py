@@ -1,0 +1,226 @@
+"""Multiboot v1: loading a kernel the way `qemu -kernel` and GRUB do.
+
+The Multiboot Specification 0.6.96 lets a boot loader start a 32-bit kernel directly. The
+kernel carries a header in its first 8192 bytes, 4-byte aligned (§3.1.1): magic 0x1BADB002,
+flags, and a checksum that makes the three sum to zero. Flag bit 16 says the header also gives
+load addresses (the "a.out kludge": header_addr, load_addr, load_end_addr, bss_end_addr,
+entry_addr); otherwise the file is an ELF32 executable loaded by its program headers.
+
+The loader hands over in 32-bit protected mode with paging off (§3.2): EAX = 0x2BADB002,
+EBX = physical address of the multiboot information structure (§3.3) with the memory sizes,
+the BIOS memory map, the command line, boot modules and the boot loader's name; CS a flat
+4 GiB code segment, the other segments flat data; IF clear. As QEMU does, the command line is
+the kernel's file name, then a space and the `--append` text, so one image prints the same
+under QEMU and emu.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.constants import P_FLAGS  # noqa: F401  (documents where segment flags live)
+from elftools.elf.elffile import ELFFile
+
+from ..accel import CpuState, DescriptorTable, Segment
+from ..errors import EmuError
+from ..memory import GuestMemory
+
+MULTIBOOT_MAGIC = 0x1BADB002
+BOOTLOADER_MAGIC = 0x2BADB002
+SEARCH_LIMIT = 8192
+FLAG_AOUT_KLUDGE = 1 << 16
+FLAG_VIDEO_MODE = 1 << 2
+
+# multiboot_info flags (§3.3)
+MBI_MEMORY, MBI_BOOTDEV, MBI_CMDLINE, MBI_MODS, MBI_MMAP, MBI_LOADER_NAME = 1, 2, 4, 8, 64, 512
+MBI_ADDRESS = 0x9000  # below the EBDA; the info, strings and map live in 0x9000-0x9FFFF
+LOADER_NAME = b"emu\0"
+E820_RAM, E820_RESERVED = 1, 2
+LOW_MEMORY_END = 0x9FC00  # 639 KiB of conventional memory, the EBDA above it
+
+
+@dataclass
+class MultibootHeader:
+    offset: int
+    flags: int
+    header_addr: int = 0
+    load_addr: int = 0
+    load_end_addr: int = 0
+    bss_end_addr: int = 0
+    entry_addr: int = 0
+
+
+@dataclass
+class LoadedKernel:
+    entry: int
+    segments: list[tuple[int, int]] = field(default_factory=list)  # (address, size) in memory
+    end: int = 0
+
+
+def find_header(image: bytes, name: str) -> MultibootHeader | None:
+    for off in range(0, min(len(image), SEARCH_LIMIT) - 11, 4):
+        magic, flags, checksum = struct.unpack_from("<III", image, off)
+        if magic == MULTIBOOT_MAGIC and (magic + flags + checksum) & 0xFFFFFFFF == 0:
+            header = MultibootHeader(off, flags)
+            if flags & FLAG_AOUT_KLUDGE:
+                if off + 32 > len(image):
+                    raise EmuError(f"{name}: truncated multiboot header")
+                (header.header_addr, header.load_addr, header.load_end_addr, header.bss_end_addr,
+                 header.entry_addr) = struct.unpack_from("<5I", image, off + 12)  # fmt: skip
+            return header
+    return None
+
+
+def load_kernel(image: bytes, name: str, memory: GuestMemory) -> LoadedKernel:
+    header = find_header(image, name)
+    if header is None:
+        kind = "an ELF file" if image[:4] == b"\x7fELF" else "a file"
+        raise EmuError(f"{name}: {kind} without a multiboot header in its first 8 KiB")
+    if header.flags & 0xFFFC & ~FLAG_AOUT_KLUDGE & 0xFFFF:
+        raise EmuError(f"{name}: multiboot header asks for unsupported features (flags {header.flags:#x})")
+    if header.flags & FLAG_AOUT_KLUDGE:
+        return _load_aout_kludge(image, name, header, memory)
+    return _load_elf(image, name, memory)
+
+
+def _place(memory: GuestMemory, name: str, address: int, data: bytes, memsz: int) -> None:
+    if address < 0x1000 or not memory.contains(address, memsz):
+        raise EmuError(f"{name}: segment at {address:#x}-{address + memsz:#x} lies outside guest RAM "
+                       f"(0-{memory.size:#x}); try a larger -m")  # fmt: skip
+    memory.write(address, data + bytes(memsz - len(data)))
+
+
+def _load_aout_kludge(image: bytes, name: str, h: MultibootHeader, memory: GuestMemory) -> LoadedKernel:
+    file_offset = h.offset - (h.header_addr - h.load_addr)
+    if h.header_addr < h.load_addr or file_offset < 0:
+        raise EmuError(f"{name}: inconsistent multiboot load addresses")
+    end = h.load_end_addr or (h.load_addr + len(image) - file_offset)
+    size = end - h.load_addr
+    if size <= 0 or file_offset + size > len(image):
+        raise EmuError(f"{name}: truncated image (multiboot header says {size} bytes from offset {file_offset})")
+    bss_end = max(h.bss_end_addr, end)
+    _place(memory, name, h.load_addr, image[file_offset : file_offset + size], bss_end - h.load_addr)
+    return LoadedKernel(h.entry_addr, [(h.load_addr, bss_end - h.load_addr)], bss_end)
+
+
+def _load_elf(image: bytes, name: str, memory: GuestMemory) -> LoadedKernel:
+    import io
+
+    if image[:4] != b"\x7fELF":
+        raise EmuError(f"{name}: multiboot header without the a.out-kludge addresses, and not an ELF file")
+    try:
+        elf = ELFFile(io.BytesIO(image))
+        if elf.elfclass != 32 or elf["e_machine"] != "EM_386":
+            raise EmuError(f"{name}: a multiboot ELF must be ELF32 for i386 (this one is "
+                           f"ELF{elf.elfclass} {elf['e_machine']}), as with qemu -kernel")  # fmt: skip
+        loaded = LoadedKernel(elf["e_entry"])
+        for seg in elf.iter_segments():
+            if seg["p_type"] != "PT_LOAD" or seg["p_memsz"] == 0:
+                continue
+            offset, filesz, memsz = seg["p_offset"], seg["p_filesz"], seg["p_memsz"]
+            if offset + filesz > len(image):
+                raise EmuError(f"{name}: truncated ELF (a segment needs bytes {offset}-{offset + filesz}, "
+                               f"the file has {len(image)})")  # fmt: skip
+            address = seg["p_paddr"]
+            _place(memory, name, address, image[offset : offset + filesz], memsz)
+            loaded.segments.append((address, memsz))
+            loaded.end = max(loaded.end, address + memsz)
+    except ELFError as err:
+        raise EmuError(f"{name}: malformed ELF file ({err})") from None
+    except (struct.error, ValueError) as err:
+        raise EmuError(f"{name}: truncated or malformed ELF file ({err})") from None
+    if not loaded.segments:
+        raise EmuError(f"{name}: ELF file has no loadable segments")
+    return loaded
+
+
+def e820_map(ram_size: int) -> list[tuple[int, int, int]]:
+    """The BIOS memory map (ACPI spec §15, INT 15h E820h) of emu's PC: (base, length, type)."""
+    return [
+        (0, LOW_MEMORY_END, E820_RAM),
+        (LOW_MEMORY_END, 0xA0000 - LOW_MEMORY_END, E820_RESERVED),
+        (0xF0000, 0x10000, E820_RESERVED),
+        (0x100000, ram_size - 0x100000, E820_RAM),
+    ]
+
+
+def build_info(memory: GuestMemory, cmdline: str, modules: list[tuple[int, int, str]]) -> int:
+    """Write the multiboot information structure (§3.3) and return its address."""
+    ram = memory.size
+    cursor = MBI_ADDRESS + 0x80  # after the 88-byte structure (rounded)
+
+    def put(data: bytes) -> int:
+        nonlocal cursor
+        address = cursor
+        if address + len(data) > 0x9F000:
+            raise EmuError("command line and module strings are too long for the multiboot area")
+        memory.write(address, data)
+        cursor = (cursor + len(data) + 7) & ~7
+        return address
+
+    cmd_addr = put(cmdline.encode() + b"\0")
+    name_addr = put(LOADER_NAME)
+    mmap = b"".join(struct.pack("<IQQI", 20, base, length, kind) for base, length, kind in e820_map(ram))
+    mmap_addr = put(mmap)
+    mod_entries = b""
+    for start, end, string in modules:
+        mod_entries += struct.pack("<IIII", start, end, put(string.encode() + b"\0"), 0)
+    mods_addr = put(mod_entries) if modules else 0
+    flags = MBI_MEMORY | MBI_BOOTDEV | MBI_CMDLINE | MBI_MODS | MBI_MMAP | MBI_LOADER_NAME
+    info = struct.pack(
+        "<IIIIIIIIIIIIIIIIIIIIIII",
+        flags,
+        640,  # mem_lower in KiB (conventional memory, as QEMU reports it)
+        ram // 1024 - 1024,  # mem_upper: KiB of RAM above 1 MiB
+        0x8000FFFF,  # boot_device: BIOS disk 0x80, no partition
+        cmd_addr,
+        len(modules),
+        mods_addr,
+        0, 0, 0, 0,  # syms (unused: ELF section table not passed)
+        len(mmap),
+        mmap_addr,
+        0, 0,  # drives
+        0,  # config table
+        name_addr,
+        0,  # apm table
+        0, 0, 0, 0, 0,  # vbe
+    )  # fmt: skip
+    memory.write(MBI_ADDRESS, info)
+    return MBI_ADDRESS
+
+
+def entry_state(entry: int, info_address: int) -> CpuState:
+    """CPU state at the multiboot hand-over (§3.2)."""
+    state = CpuState.reset()
+    state.rip = entry
+    state.rax = BOOTLOADER_MAGIC
+    state.rbx = info_address
+    state.rdx = 0
+    state.cr0 = 0x11  # PE, ET
+    state.cs = Segment.flat32(0x10, code=True)
+    for name in ("ds", "es", "fs", "gs", "ss"):
+        setattr(state, name, Segment.flat32(0x18, code=False))
+    state.tr = Segment(selector=0, base=0, limit=0xFFFF, type=0xB, s=0)
+    state.gdt = DescriptorTable(0, 0)
+    state.idt = DescriptorTable(0, 0)
+    return state
+
+
+def boot(path: Path, display_name: str, memory: GuestMemory, append: str,
+         modules: list[Path] | None = None) -> CpuState:  # fmt: skip
+    """Load a multiboot kernel (and modules) into RAM; return the CPU state to start it with."""
+    image = path.read_bytes()
+    kernel = load_kernel(image, display_name, memory)
+    placed: list[tuple[int, int, str]] = []
+    cursor = (kernel.end + 0xFFF) & ~0xFFF
+    for module in modules or []:
+        data = module.read_bytes()
+        _place(memory, str(module), cursor, data, len(data))
+        placed.append((cursor, cursor + len(data), str(module)))
+        cursor = (cursor + len(data) + 0xFFF) & ~0xFFF
+    cmdline = display_name + (" " + append if append else "")
+    info = build_info(memory, cmdline, placed)
+    return entry_state(kernel.entry, info)

@@ -1,0 +1,309 @@
+"""The PC: guest RAM, the buses and legacy devices, one vCPU, and the loop that runs them.
+
+This is the VMM's main loop, the same on both accelerators:
+
+    fire due timers (PIT, RTC) -> hand terminal input to the UART -> if the PIC raises INTR
+    and the vCPU can take it, acknowledge (INTA) and inject; else ask for an interrupt window
+    -> run the vCPU until it returns -> halt: sleep until the next timer or input; kick: loop.
+
+Device callbacks all run on this thread. Other threads only *kick* the vCPU: the `Kicker`
+at the next timer deadline, the terminal reader when input arrives, a signal handler on
+Ctrl-C. Port IO is served inside `VCpu.run()` through `self.buses` (the IoHandler).
+
+Memory map (below 4 GiB): RAM from 0 to -m; everything else is unassigned and reads as ones.
+Port map: PIC 0x20/0xA0, PIT 0x40-0x43, port B 0x61, RTC 0x70-0x71, POST 0x80, port A 0x92,
+ELCR 0x4d0-0x4d1, isa-debug-exit 0xf4-0xf7, COM1 0x3f8-0x3ff (IRQ 4).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .accel import (Accelerator, HaltExit, InternalErrorExit, InterruptWindowExit, KickExit,
+                    MemoryRegion, RFLAGS_IF, ShutdownExit, VCpu)  # fmt: skip
+from .clock import Clock
+from .devices.bus import Buses
+from .devices.debug_exit import DebugExit
+from .devices.pic import Pic8259Pair
+from .devices.pit import Pit8254
+from .devices.port61 import SystemControlPortB
+from .devices.rtc import CmosRtc
+from .devices.serial import Uart16550
+from .devices.system_ports import PostCodePort, SystemControlPortA
+from .errors import EmuError, GuestError
+from .loader import multiboot
+from .memory import GuestMemory
+
+COM1_BASE, COM1_IRQ = 0x3F8, 4
+WINDOW_POLL_NS = 200_000  # tcg: how often to look for IF=1 while an interrupt waits
+
+
+@dataclass
+class MachineConfig:
+    kernel: Path
+    accel: str = "tcg"
+    memory_mib: int = 128
+    append: str = ""
+    count_instructions: bool = False
+    display_name: str | None = None
+
+
+class Kicker(threading.Thread):
+    """Kicks the vCPU at a deadline (the next device timer), and again until it notices."""
+
+    def __init__(self, vcpu: VCpu) -> None:
+        super().__init__(name="emu-kicker", daemon=True)
+        self.vcpu = vcpu
+        self._cond = threading.Condition()
+        self._deadline: int | None = None
+        self._stopped = False
+
+    def schedule(self, deadline_ns: int | None) -> None:
+        with self._cond:
+            if deadline_ns != self._deadline:
+                self._deadline = deadline_ns
+                self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def run(self) -> None:
+        with self._cond:
+            while not self._stopped:
+                if self._deadline is None:
+                    self._cond.wait()
+                    continue
+                delay = self._deadline - time.monotonic_ns()
+                if delay > 0:
+                    self._cond.wait(delay / 1e9)
+                    continue
+                # Due: kick, and repeat every millisecond in case the kick landed in the gap
+                # between two emu_start calls (Unicorn drops a stop requested while idle).
+                self.vcpu.kick()
+                self._deadline = time.monotonic_ns() + 1_000_000
+
+
+class TerminalInput(threading.Thread):
+    """Reads the terminal (stdin) for COM1's receiver and wakes the machine."""
+
+    def __init__(self, wake: "Machine") -> None:
+        super().__init__(name="emu-stdin", daemon=True)
+        self.machine = wake
+        self.data: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+
+    def run(self) -> None:
+        while True:
+            try:
+                chunk = os.read(0, 1024)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.data.put(chunk)
+            self.machine.wake()
+
+
+@dataclass
+class Machine:
+    config: MachineConfig
+    memory: GuestMemory = field(init=False)
+    accel: Accelerator = field(init=False)
+    vcpu: VCpu = field(init=False)
+    exit_status: int | None = None
+    idle_ns: int = 0
+    wall_ns: int = 0
+
+    def __post_init__(self) -> None:
+        cfg = self.config
+        self.clock = Clock()
+        self.memory = GuestMemory(cfg.memory_mib << 20)
+        self.accel = _create_accelerator(cfg, self.memory)
+        self.accel.add_memory_region(MemoryRegion(0, self.memory.size, self.memory.host_address))
+        self.buses = Buses()
+        self._build_devices()
+        self.vcpu = self.accel.create_vcpu(0, self)
+        self._wake = threading.Event()
+        self._pending_input = b""
+        self._intr_line = False
+        self._reset_requested = False
+        self._poll_window = self.accel.name == "tcg"
+        name = cfg.display_name or str(cfg.kernel)
+        state = multiboot.boot(cfg.kernel, name, self.memory, cfg.append)
+        self.vcpu.set_state(state)
+
+    # devices ---------------------------------------------------------------------------------
+    def _build_devices(self) -> None:
+        ports = self.buses.ports
+        self.pic = Pic8259Pair()
+        self.pic.register(ports)
+        self.pit = Pit8254(self.clock, self.pic.line(0))
+        ports.register(0x40, 4, self.pit, "pit")
+        self.port_b = SystemControlPortB(self.pit)
+        ports.register(0x61, 1, self.port_b, "port-b")
+        self.rtc = CmosRtc(self.clock, self.pic.line(8))
+        self.rtc.set_memory_size(self.memory.size)
+        ports.register(0x70, 2, self.rtc, "rtc")
+        self.uart = Uart16550(self.pic.line(COM1_IRQ))
+        ports.register(COM1_BASE, 8, self.uart, "com1")
+        ports.register(0xF4, 4, DebugExit(self), "isa-debug-exit")
+        ports.register(0x80, 1, PostCodePort(), "post")
+        ports.register(0x92, 1, SystemControlPortA(self), "port-a")
+
+    # IoHandler: what the vCPU calls for port IO and MMIO ---------------------------------------
+    def port_read(self, port: int, size: int) -> int:
+        return self.buses.port_read(port, size)
+
+    def port_write(self, port: int, size: int, value: int) -> None:
+        self.buses.port_write(port, size, value)
+        intr = self.pic.has_interrupt()
+        if intr and not self._intr_line:
+            self.vcpu.kick()  # a device raised an interrupt: return to the loop to deliver it
+        self._intr_line = intr
+
+    def mmio_read(self, address: int, size: int) -> int:
+        return self.buses.mmio_read(address, size)
+
+    def mmio_write(self, address: int, size: int, value: int) -> None:
+        self.buses.mmio_write(address, size, value)
+
+    # SystemControl: what devices may ask of the machine --------------------------------------
+    def request_exit(self, status: int) -> None:
+        if self.exit_status is None:
+            self.exit_status = status
+        self.vcpu.kick()
+
+    def request_reset(self) -> None:
+        self._reset_requested = True
+        self.vcpu.kick()
+
+    def wake(self) -> None:
+        """From any thread: input arrived; interrupt a halt or a running vCPU."""
+        self._wake.set()
+        self.vcpu.kick()
+
+    # the main loop ---------------------------------------------------------------------------
+    def run(self) -> int:
+        kicker = Kicker(self.vcpu)
+        kicker.start()
+        terminal = TerminalInput(self)
+        terminal.start()
+        self._terminal = terminal
+        previous = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
+        start = time.monotonic_ns()
+        try:
+            return self._loop(kicker)
+        finally:
+            self.wall_ns = time.monotonic_ns() - start
+            kicker.stop()
+            self.uart.flush()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+    def _on_sigint(self, _signum: int, _frame: object) -> None:
+        self.request_exit(130)
+
+    def _loop(self, kicker: Kicker) -> int:
+        vcpu = self.vcpu
+        while True:
+            self._service_devices()
+            if self.exit_status is not None:
+                return self.exit_status
+            if self._reset_requested:
+                print("emu: guest requested a reset; stopping (reboot is not implemented)", file=sys.stderr)
+                return 0
+            window = self._update_interrupts()
+            deadline = self.clock.next_deadline()
+            if window and self._poll_window:
+                poll = time.monotonic_ns() + WINDOW_POLL_NS
+                deadline = poll if deadline is None else min(deadline, poll)
+            kicker.schedule(deadline)
+            event = vcpu.run()
+            if isinstance(event, (KickExit, InterruptWindowExit)):
+                continue
+            if isinstance(event, HaltExit):
+                if not self._halt():
+                    return 0
+                continue
+            self.uart.flush()
+            if isinstance(event, ShutdownExit):
+                raise GuestError(f"guest shut down: {event.reason}")
+            if isinstance(event, InternalErrorExit):
+                raise GuestError(f"{self.accel.name}: {event.detail}")
+            raise GuestError(f"unexpected vCPU event {event!r}")
+
+    def _service_devices(self) -> None:
+        self.clock.run_due()
+        if self._pending_input or not self._terminal.data.empty():
+            self._feed_terminal()
+
+    def _feed_terminal(self) -> None:
+        data = self._pending_input
+        while not self._terminal.data.empty():
+            data += self._terminal.data.get_nowait()
+        room = self.uart.rx_space()
+        self.uart.receive(data[:room])
+        self._pending_input = data[room:]
+
+    def _update_interrupts(self) -> bool:
+        """Inject a pending PIC interrupt if the vCPU can take one; True if one must wait."""
+        self._intr_line = self.pic.has_interrupt()
+        if not self._intr_line:
+            self.vcpu.request_interrupt_window(False)
+            return False
+        if self.vcpu.interrupts_allowed():
+            vector = self.pic.acknowledge()
+            self.vcpu.inject_interrupt(vector)
+            self._intr_line = self.pic.has_interrupt()
+            self.vcpu.request_interrupt_window(self._intr_line)
+            return self._intr_line
+        self.vcpu.request_interrupt_window(True)
+        return True
+
+    def _halt(self) -> bool:
+        """The guest executed hlt: sleep until a timer or input brings an interrupt.
+
+        Returns False when nothing can ever wake the guest (hlt with IF=0).
+        """
+        self.uart.flush()
+        if not self.vcpu.get_state().rflags & RFLAGS_IF:
+            print("emu: guest halted with interrupts disabled; nothing can wake it", file=sys.stderr)
+            return False
+        start = time.monotonic_ns()
+        while self.exit_status is None and not self.pic.has_interrupt():
+            deadline = self.clock.next_deadline()
+            timeout = None if deadline is None else max(0, deadline - time.monotonic_ns()) / 1e9
+            self._wake.wait(timeout)
+            self._wake.clear()
+            self._service_devices()
+        self.idle_ns += time.monotonic_ns() - start
+        self.vcpu.stats.idle_ns = self.idle_ns
+        return True
+
+    def close(self) -> None:
+        self.vcpu.close()
+        self.accel.close()
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _create_accelerator(cfg: MachineConfig, memory: GuestMemory) -> Accelerator:
+    if cfg.accel == "tcg":
+        from .tcg.accel import TcgAccelerator
+
+        return TcgAccelerator(memory, count_instructions=cfg.count_instructions)
+    if cfg.accel == "kvm":
+        from .kvm_accel.vm import KvmAccelerator
+
+        return KvmAccelerator(memory)
+    raise EmuError(f"unknown accelerator {cfg.accel!r} (choose tcg or kvm)")

@@ -1,0 +1,74 @@
+"""The tcg accelerator: one Unicorn instance in 64-bit mode holds the whole PC's CPU.
+
+Unicorn is QEMU's TCG binary translator as a library. emu always creates it in `UC_MODE_64`
+(the only mode whose registers are all readable) and puts it into the state a guest needs by
+patching the saved context (emu.tcg.context). Guest RAM is the shared host mapping from
+emu.memory, mapped with `mem_map_ptr`; every guest-physical address below 4 GiB that is not RAM
+is an `mmio_map` region routed to the machine's MMIO bus, so an access to a hole reads all ones
+as on a PC instead of stopping the emulator.
+"""
+
+from __future__ import annotations
+
+from unicorn import UC_ARCH_X86, UC_MODE_64, UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, Uc, UcError
+
+from ..accel import Accelerator, IoHandler, MemoryRegion
+from ..cpuid import CpuModel, emu64
+from ..errors import EmuError
+from ..memory import GuestMemory
+from .vcpu import TcgVCpu
+
+FOUR_GIB = 1 << 32
+
+
+class TcgAccelerator(Accelerator):
+    name = "tcg"
+
+    def __init__(self, memory: GuestMemory, cpu_model: CpuModel | None = None,
+                 count_instructions: bool = False) -> None:  # fmt: skip
+        self.memory = memory
+        self.cpu_model = cpu_model or emu64()
+        self.count_instructions = count_instructions
+        try:
+            self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        except UcError as err:
+            raise EmuError(f"--accel tcg: cannot create a Unicorn CPU: {err}") from None
+        self.regions: list[MemoryRegion] = []
+        self.vcpus: list[TcgVCpu] = []
+        memory.add_write_listener(self.notify_host_write)
+
+    def add_memory_region(self, region: MemoryRegion) -> None:
+        perms = UC_PROT_READ | UC_PROT_EXEC if region.readonly else UC_PROT_ALL
+        self.uc.mem_map_ptr(region.guest_address, region.size, perms, region.host_address)
+        self.regions.append(region)
+
+    def create_vcpu(self, index: int, io: IoHandler) -> TcgVCpu:
+        if index != 0 or self.vcpus:
+            raise EmuError("--accel tcg runs one vCPU")
+        vcpu = TcgVCpu(self.uc, self.memory, io, self.cpu_model, self.count_instructions)
+        self._map_holes(vcpu)
+        self.vcpus.append(vcpu)
+        return vcpu
+
+    def _map_holes(self, vcpu: TcgVCpu) -> None:
+        """Route every non-RAM page below 4 GiB to the MMIO bus."""
+        cursor = 0
+        for region in sorted(self.regions, key=lambda r: r.guest_address):
+            if region.guest_address > cursor:
+                self._map_mmio(vcpu, cursor, region.guest_address - cursor)
+            cursor = max(cursor, region.guest_address + region.size)
+        if cursor < FOUR_GIB:
+            self._map_mmio(vcpu, cursor, FOUR_GIB - cursor)
+
+    def _map_mmio(self, vcpu: TcgVCpu, base: int, size: int) -> None:
+        self.uc.mmio_map(base, size, vcpu._mmio_read, base, vcpu._mmio_write, base)
+
+    def notify_host_write(self, guest_address: int, size: int) -> None:
+        """Drop translated code for host-written RAM (Unicorn does not notice such writes)."""
+        end = guest_address + size
+        self.uc.ctl_remove_cache(guest_address & ~0xFFF, (end + 0xFFF) & ~0xFFF)
+
+    def close(self) -> None:
+        for vcpu in self.vcpus:
+            vcpu.ctx.free()
+        self.vcpus.clear()

@@ -1,0 +1,335 @@
+"""A software vCPU: Unicorn executes guest instructions, emu handles every sensitive event.
+
+Under a hypervisor, a guest's sensitive instructions (IN/OUT, CPUID, HLT, ...) and events
+(exceptions, interrupts) leave guest mode as VM exits. On tcg the same boundaries are Unicorn
+hooks and returns from `emu_start`, and emu counts them with the same reasons as on kvm:
+
+  IN/OUT                 UC_HOOK_INSN, served synchronously from the hook     -> ExitReason.IO
+  access outside RAM     an `mmio_map` callback                                -> MMIO
+  CPUID                  UC_HOOK_INSN CPUID, answered from emu.cpuid          -> CPUID
+  exception / int n      UC_HOOK_INTR (or UC_ERR_INSN_INVALID for #UD): emu
+                         stops Unicorn and vectors through the IDT/IVT        -> EXCEPTION
+  SYSCALL / SYSENTER     UC_HOOK_INSN: emu performs the instruction           -> SYSCALL
+  HLT                    emu_start returns with no stop requested             -> HLT
+  external interrupt     emu delivers it between runs                         -> INTERRUPT
+
+Paging is Unicorn's own walker (UC_TLB_CPU) for now; emu.mmu's walker serves emu's own accesses.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+
+from unicorn import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_INSN_INVALID, UC_HOOK_BLOCK, UC_HOOK_INSN, UC_HOOK_INTR, Uc, UcError
+from unicorn.unicorn_py3.unicorn import uclib
+from unicorn.x86_const import (UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_INS_SYSCALL,
+                               UC_X86_INS_SYSENTER, UC_X86_REG_CR8, UC_X86_REG_EAX, UC_X86_REG_EBX,
+                               UC_X86_REG_ECX, UC_X86_REG_EDX, UC_X86_REG_MSR, UC_X86_REG_RFLAGS,
+                               UC_X86_REG_RIP)  # fmt: skip
+
+from ..accel import (GPR_NAMES, MSR_CSTAR, MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_EIP,
+                     MSR_IA32_SYSENTER_ESP, MSR_LSTAR, MSR_SFMASK, MSR_STAR, RFLAGS_IF,
+                     STATE_MSRS, CpuState, ExitReason, ExitStats, HaltExit, InternalErrorExit,
+                     InterruptWindowExit, IoHandler, KickExit, ShutdownExit, VCpu, VcpuExit)  # fmt: skip
+from ..cpuid import CpuModel
+from ..memory import GuestMemory
+from .context import (OFF_ERROR_CODE, OFF_EXCEPTION_IS_INT, SavedContext, check_layout)
+from .fast_syscall import FastSyscall, GeneralProtection, InvalidOpcode
+from .interrupts import HAS_ERROR_CODE, Delivery, Event, EventKind, TripleFault, UnsupportedDelivery
+
+UNTIL = 0xDEAD_0000_0000_0000  # a non-canonical address no guest executes: run until stopped
+_ns = time.perf_counter_ns
+
+
+class _MsrValue(ctypes.Structure):
+    _fields_ = [("rid", ctypes.c_uint32), ("value", ctypes.c_uint64)]
+
+
+class TcgVCpu(VCpu):
+    def __init__(self, uc: Uc, memory: GuestMemory, io: IoHandler, cpu_model: CpuModel,
+                 count_instructions: bool = False) -> None:  # fmt: skip
+        self.uc = uc
+        self.memory = memory
+        self.io = io
+        self.cpu_model = cpu_model
+        self.stats = ExitStats(instructions=0 if count_instructions else None)
+        self.ctx = SavedContext(uc)
+        check_layout(uc, self.ctx)
+        self._handle = uc._uch
+        self._u64 = ctypes.c_uint64()
+        self._kick = threading.Event()
+        self._window = False
+        self._pending: Event | None = None  # exception reported by a hook
+        self._syscall: str | None = None
+        self._shutdown: str | None = None
+        self._handler_ns = 0
+        self.delivered: dict[int, int] = {}
+        self._block_sizes: dict[tuple[int, int], int] = {}
+        uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, UC_X86_INS_IN)
+        uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, UC_X86_INS_OUT)
+        uc.hook_add(UC_HOOK_INSN, self._on_cpuid, None, 1, 0, UC_X86_INS_CPUID)
+        uc.hook_add(UC_HOOK_INSN, self._on_syscall, "syscall", 1, 0, UC_X86_INS_SYSCALL)
+        uc.hook_add(UC_HOOK_INSN, self._on_syscall, "sysenter", 1, 0, UC_X86_INS_SYSENTER)
+        uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
+        if count_instructions:
+            uc.hook_add(UC_HOOK_BLOCK, self._on_block)
+
+    # register access through the raw C API (the binding's wrappers cost ~2-50 us) ------------
+    def _reg(self, reg: int) -> int:
+        uclib.uc_reg_read(self._handle, reg, ctypes.byref(self._u64))
+        return self._u64.value
+
+    def _set_reg(self, reg: int, value: int) -> None:
+        self._u64.value = value & 0xFFFFFFFFFFFFFFFF
+        uclib.uc_reg_write(self._handle, reg, ctypes.byref(self._u64))
+
+    def _msr(self, index: int) -> int:
+        m = _MsrValue(index, 0)
+        uclib.uc_reg_read(self._handle, UC_X86_REG_MSR, ctypes.byref(m))
+        return m.value
+
+    def _set_msr(self, index: int, value: int) -> None:
+        m = _MsrValue(index, value & 0xFFFFFFFFFFFFFFFF)
+        uclib.uc_reg_write(self._handle, UC_X86_REG_MSR, ctypes.byref(m))
+
+    # hooks: called by Unicorn on the vCPU thread while emu_start runs ------------------------
+    def _on_in(self, uc: Uc, port: int, size: int, _ud: object) -> int:
+        t = _ns()
+        value = self.io.port_read(port, size)
+        dt = _ns() - t
+        self.stats.count(ExitReason.IO, dt)
+        self._handler_ns += dt
+        if self._kick.is_set():
+            uc.emu_stop()
+        return value
+
+    def _on_out(self, uc: Uc, port: int, size: int, value: int, _ud: object) -> None:
+        t = _ns()
+        self.io.port_write(port, size, value)
+        dt = _ns() - t
+        self.stats.count(ExitReason.IO, dt)
+        self._handler_ns += dt
+        if self._kick.is_set():
+            uc.emu_stop()
+
+    def _mmio_read(self, uc: Uc, offset: int, size: int, base: int) -> int:
+        t = _ns()
+        value = self.io.mmio_read(base + offset, size)
+        dt = _ns() - t
+        self.stats.count(ExitReason.MMIO, dt)
+        self._handler_ns += dt
+        return value
+
+    def _mmio_write(self, uc: Uc, offset: int, size: int, value: int, base: int) -> None:
+        t = _ns()
+        self.io.mmio_write(base + offset, size, value)
+        dt = _ns() - t
+        self.stats.count(ExitReason.MMIO, dt)
+        self._handler_ns += dt
+        if self._kick.is_set():
+            uc.emu_stop()
+
+    def _on_cpuid(self, uc: Uc, _ud: object) -> int:
+        t = _ns()
+        leaf, subleaf = self._reg(UC_X86_REG_EAX), self._reg(UC_X86_REG_ECX)
+        regs = self.cpu_model.cpuid(leaf & 0xFFFFFFFF, subleaf & 0xFFFFFFFF)
+        for reg, value in zip((UC_X86_REG_EAX, UC_X86_REG_EBX, UC_X86_REG_ECX, UC_X86_REG_EDX), regs):
+            self._set_reg(reg, value)
+        dt = _ns() - t
+        self.stats.count(ExitReason.CPUID, dt)
+        self._handler_ns += dt
+        return 1  # skip Unicorn's own CPUID
+
+    def _on_syscall(self, uc: Uc, which: str) -> None:
+        self._syscall = which
+        uc.emu_stop()
+
+    def _on_interrupt(self, uc: Uc, intno: int, _ud: object) -> None:
+        self.ctx.save()
+        software = self.ctx.i32(OFF_EXCEPTION_IS_INT) != 0
+        if software:
+            self._pending = Event(intno, EventKind.SOFTWARE)
+        else:
+            code = self.ctx.i32(OFF_ERROR_CODE) & 0xFFFFFFFF if intno in HAS_ERROR_CODE else None
+            self._pending = Event(intno, EventKind.EXCEPTION, code)
+        uc.emu_stop()
+
+    def _on_block(self, uc: Uc, address: int, size: int, _ud: object) -> None:
+        key = (address, size)
+        n = self._block_sizes.get(key)
+        if n is None:
+            n = self._count_instructions(address, size)
+            self._block_sizes[key] = n
+        self.stats.instructions += n
+
+    def _count_instructions(self, address: int, size: int) -> int:
+        from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
+
+        self.ctx.save()
+        mode = {"real": CS_MODE_16, "protected16": CS_MODE_16, "long": CS_MODE_64}.get(
+            self._mode_name(), CS_MODE_32)
+        try:
+            code = bytes(self.uc.mem_read(address, size))
+        except UcError:
+            return 1
+        return max(1, sum(1 for _ in Cs(CS_ARCH_X86, mode).disasm_lite(code, address)))
+
+    def _mode_name(self) -> str:
+        from .context import HF_CS32, HF_CS64, HF_PE
+
+        hf = self.ctx.hflags
+        if not hf & HF_PE:
+            return "real"
+        if hf & HF_CS64:
+            return "long"
+        return "protected32" if hf & HF_CS32 else "protected16"
+
+    # the run loop ----------------------------------------------------------------------------
+    def run(self) -> VcpuExit:
+        while True:
+            if self._shutdown is not None:
+                reason, self._shutdown = self._shutdown, None
+                self.stats.count(ExitReason.SHUTDOWN)
+                return ShutdownExit(reason)
+            if self._kick.is_set():
+                self._kick.clear()
+                self.stats.count(ExitReason.KICK)
+                return KickExit()
+            if self._window and self.interrupts_allowed():
+                self._window = False
+                self.stats.count(ExitReason.IRQ_WINDOW)
+                return InterruptWindowExit()
+            self._pending = None
+            self._syscall = None
+            self._handler_ns = 0
+            start = _ns()
+            try:
+                self.uc.emu_start(self._reg(UC_X86_REG_RIP), UNTIL)
+                error = None
+            except UcError as err:
+                error = err
+            finally:
+                self.stats.guest_ns += _ns() - start - self._handler_ns
+            if error is not None:
+                if error.errno == UC_ERR_INSN_INVALID:
+                    self.ctx.save()
+                    self._pending = Event(6, EventKind.EXCEPTION)
+                elif self._pending is None and self._syscall is None:
+                    return self._internal_error(error)
+            if self._pending is not None:
+                self.ctx.save()
+                self._deliver(self._pending, ExitReason.EXCEPTION)
+                continue
+            if self._syscall is not None:
+                self._fast_syscall(self._syscall)
+                continue
+            if self._kick.is_set():
+                continue  # returns KickExit at the top of the loop
+            self.stats.count(ExitReason.HLT)
+            return HaltExit()
+
+    def _deliver(self, event: Event, reason: ExitReason) -> None:
+        """Deliver `event` to the guest (the context must have been saved just now)."""
+        t = _ns()
+        rflags = self._reg(UC_X86_REG_RFLAGS)
+        try:
+            new_flags, chain, _ = Delivery(self.ctx).deliver(event, rflags, self.memory)
+        except TripleFault as tf:
+            self._shutdown = f"triple fault: {tf} at RIP={self.ctx.rip:#x}"
+        except UnsupportedDelivery as err:
+            self._shutdown = f"cannot deliver {event.describe()}: {err}"
+        else:
+            self.ctx.restore()
+            self._set_reg(UC_X86_REG_RFLAGS, new_flags)
+            self.delivered[chain[-1].vector] = self.delivered.get(chain[-1].vector, 0) + 1
+        self.stats.count(reason, _ns() - t)
+
+    def _fast_syscall(self, which: str) -> None:
+        t = _ns()
+        self.ctx.save()
+        rflags = self._reg(UC_X86_REG_RFLAGS)
+        fast = FastSyscall(self.ctx)
+        try:
+            if which == "syscall":
+                new_flags = fast.syscall(self.ctx.rip, rflags, self._msr(MSR_STAR), self._msr(MSR_LSTAR),
+                                         self._msr(MSR_CSTAR), self._msr(MSR_SFMASK))  # fmt: skip
+            else:
+                new_flags = fast.sysenter(rflags, self._msr(MSR_IA32_SYSENTER_CS),
+                                          self._msr(MSR_IA32_SYSENTER_ESP), self._msr(MSR_IA32_SYSENTER_EIP))  # fmt: skip
+        except (InvalidOpcode, GeneralProtection) as err:
+            self.ctx.rip -= 2  # the fault is reported at the instruction itself
+            vector, code = (6, None) if isinstance(err, InvalidOpcode) else (13, 0)
+            self._deliver(Event(vector, EventKind.EXCEPTION, code), ExitReason.EXCEPTION)
+            return
+        self.ctx.restore()
+        self._set_reg(UC_X86_REG_RFLAGS, new_flags)
+        self.stats.count(ExitReason.SYSCALL, _ns() - t)
+
+    def _internal_error(self, error: UcError) -> InternalErrorExit:
+        rip = self._reg(UC_X86_REG_RIP)
+        try:
+            code = bytes(self.uc.mem_read(rip, 8)).hex(" ")
+        except UcError:
+            code = "unreadable"
+        self.stats.count(ExitReason.INTERNAL_ERROR)
+        return InternalErrorExit(f"unicorn: {error} at RIP={rip:#x} (bytes {code})")
+
+    # interrupts ------------------------------------------------------------------------------
+    def interrupts_allowed(self) -> bool:
+        if not self._reg(UC_X86_REG_RFLAGS) & RFLAGS_IF:
+            return False
+        self.ctx.save()
+        return not self.ctx.interrupt_shadow
+
+    def inject_interrupt(self, vector: int) -> None:
+        self.ctx.save()
+        self._deliver(Event(vector, EventKind.EXTERNAL), ExitReason.INTERRUPT)
+
+    def request_interrupt_window(self, on: bool) -> None:
+        self._window = on
+
+    def kick(self) -> None:
+        self._kick.set()
+        self.uc.emu_stop()
+
+    @property
+    def kick_pending(self) -> bool:
+        return self._kick.is_set()
+
+    # state -----------------------------------------------------------------------------------
+    def get_state(self) -> CpuState:
+        ctx = self.ctx
+        ctx.save()
+        state = CpuState(**{name: ctx.gpr(i) for i, name in enumerate(GPR_NAMES)})
+        state.rip = ctx.rip
+        state.rflags = self._reg(UC_X86_REG_RFLAGS)
+        for name in ("es", "cs", "ss", "ds", "fs", "gs", "ldt", "tr"):
+            setattr(state, name, ctx.segment(name))
+        state.gdt, state.idt = ctx.table(8), ctx.table(9)
+        state.cr0, state.cr2, state.cr3, state.cr4 = ctx.cr(0), ctx.cr(2), ctx.cr(3), ctx.cr(4)
+        state.cr8 = self._reg(UC_X86_REG_CR8)
+        state.efer = ctx.efer
+        state.msrs = {index: self._msr(index) for index in STATE_MSRS}
+        return state
+
+    def set_state(self, state: CpuState) -> None:
+        ctx = self.ctx
+        ctx.save()
+        for i, name in enumerate(GPR_NAMES):
+            ctx.set_gpr(i, getattr(state, name))
+        ctx.rip = state.rip
+        for name in ("es", "cs", "ss", "ds", "fs", "gs", "ldt", "tr"):
+            ctx.set_segment(name, getattr(state, name))
+        ctx.set_table(8, state.gdt)
+        ctx.set_table(9, state.idt)
+        for n, value in ((0, state.cr0), (2, state.cr2), (3, state.cr3), (4, state.cr4)):
+            ctx.set_cr(n, value)
+        ctx.efer = state.efer
+        ctx.recompute_hflags(state.rflags)
+        ctx.restore()
+        self._set_reg(UC_X86_REG_RFLAGS, state.rflags)
+        for index, value in state.msrs.items():
+            self._set_msr(index, value)
+        self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
