@@ -305,5 +305,7 @@ def _create_accelerator(cfg: MachineConfig, memory: GuestMemory) -> Accelerator:
     if cfg.accel == "kvm":
         from .kvm_accel.vm import KvmAccelerator
 
-        return KvmAccelerator(memory)
+        from .cpuid import emu64
+
+        return KvmAccelerator(memory, cpu_model=emu64())
     raise EmuError(f"unknown accelerator {cfg.accel!r} (choose tcg or kvm)")

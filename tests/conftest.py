@@ -1,25 +1,8 @@
-"""Shared fixtures: which accelerators this host can run, and a recording IoHandler."""
+"""Test-session hooks: the closing summary says how many kvm tests ran."""
 
 from __future__ import annotations
 
-import os
-
-import pytest
-
-
-def kvm_usable() -> tuple[bool, str]:
-    try:
-        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
-    except OSError as err:
-        return False, f"no usable /dev/kvm ({err.strerror})"
-    os.close(fd)
-    return True, ""
-
-
-KVM_OK, KVM_WHY = kvm_usable()
-requires_kvm = pytest.mark.skipif(not KVM_OK, reason=KVM_WHY)
-
-ACCELS = [pytest.param("tcg", id="tcg"), pytest.param("kvm", id="kvm", marks=[requires_kvm, pytest.mark.kvm])]
+from guestenv import KVM_OK, KVM_WHY
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001

@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from conftest import ACCELS
-from guestenv import RecordingIo, long_mode_state, protected32_state, real_mode_state
+from guestenv import ACCELS, RecordingIo, long_mode_state, protected32_state, real_mode_state
 
 from emu.accel import MSR_LSTAR, MSR_SFMASK, MSR_STAR, MemoryRegion
 from emu.memory import GuestMemory

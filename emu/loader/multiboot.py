@@ -40,6 +40,7 @@ MBI_ADDRESS = 0x9000  # below the EBDA; the info, strings and map live in 0x9000
 LOADER_NAME = b"emu\0"
 E820_RAM, E820_RESERVED = 1, 2
 LOW_MEMORY_END = 0x9FC00  # 639 KiB of conventional memory, the EBDA above it
+FIRMWARE_RESERVED = 0x20000  # top 128 KiB of RAM kept for firmware tables, as SeaBIOS does
 
 
 @dataclass
@@ -143,7 +144,9 @@ def e820_map(ram_size: int) -> list[tuple[int, int, int]]:
         (0, LOW_MEMORY_END, E820_RAM),
         (LOW_MEMORY_END, 0xA0000 - LOW_MEMORY_END, E820_RESERVED),
         (0xF0000, 0x10000, E820_RESERVED),
-        (0x100000, ram_size - 0x100000, E820_RAM),
+        (0x100000, ram_size - FIRMWARE_RESERVED - 0x100000, E820_RAM),
+        (ram_size - FIRMWARE_RESERVED, FIRMWARE_RESERVED, E820_RESERVED),
+        (0xFFFC0000, 0x40000, E820_RESERVED),  # the BIOS ROM alias below 4 GiB
     ]
 
 
@@ -173,8 +176,8 @@ def build_info(memory: GuestMemory, cmdline: str, modules: list[tuple[int, int, 
     info = struct.pack(
         "<IIIIIIIIIIIIIIIIIIIIIII",
         flags,
-        640,  # mem_lower in KiB (conventional memory, as QEMU reports it)
-        ram // 1024 - 1024,  # mem_upper: KiB of RAM above 1 MiB
+        LOW_MEMORY_END // 1024,  # mem_lower: KiB of conventional memory (INT 12h)
+        (ram - FIRMWARE_RESERVED) // 1024 - 1024,  # mem_upper: KiB of usable RAM from 1 MiB up
         0x8000FFFF,  # boot_device: BIOS disk 0x80, no partition
         cmd_addr,
         len(modules),

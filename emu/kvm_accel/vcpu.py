@@ -1,0 +1,423 @@
+"""One KVM vCPU: the KVM_RUN loop, state transfer, interrupt injection and kicks.
+
+The run loop (Documentation/virt/kvm/api.rst §4.10 "KVM_RUN" and §5 "The kvm_run structure")
+enters the guest with `ioctl(vcpu_fd, KVM_RUN, 0)` and reads `kvm_run.exit_reason` from the
+page shared with the kernel. Port IO and MMIO are served here, synchronously, through the
+machine's `IoHandler`, and the loop re-enters the guest: the kernel completes the instruction
+(writes an IN's data to RAX, advances RIP, updates RSI/RDI/RCX for string IO) on that next
+`KVM_RUN`. Everything the machine must decide on is returned as a `VcpuExit`.
+
+Kicking (api.rst §5, `immediate_exit`; the scheme QEMU's `kvm_cpu_kick` and Firecracker's
+`kick` use): another thread sets `kvm_run.immediate_exit = 1` and, if this vCPU's thread is
+inside `KVM_RUN`, sends it `KICK_SIGNAL` with `pthread_kill`. A signal with a handler makes
+`KVM_RUN` return EINTR (`KVM_EXIT_INTR`); `immediate_exit` covers the window where the signal
+lands just before the ioctl is entered, since KVM checks it on entry. KVM returns -EINTR, not
+-ERESTARTSYS, so SA_RESTART would not matter; Python's `signal.signal` installs handlers
+interruptible anyway (it implies `signal.siginterrupt(sig, True)`). The handler is a no-op:
+the C-level handler CPython installs is what matters, and it runs in whichever thread got the
+signal. Re-entering `KVM_RUN` after an IO exit with `immediate_exit` set completes the pending
+IO without running another guest instruction and returns EINTR, so a kick that arrives while
+an exit is being served still leaves the guest state consistent for `get_state()`.
+
+Interrupts use KVM's userspace-irqchip protocol (api.rst §4.16 KVM_INTERRUPT, §5
+`request_interrupt_window`, `ready_for_interrupt_injection`, `if_flag`): no in-kernel PIC or
+LAPIC, so `hlt` exits to userspace (`KVM_EXIT_HLT`) and the machine's PIC decides what to inject.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap
+import os
+import signal
+import struct
+import threading
+import time
+import warnings
+from collections.abc import Iterable
+from ctypes import byref
+from typing import TYPE_CHECKING
+
+from ..accel import (
+    CR0_PG,
+    EFER_LMA,
+    EFER_LME,
+    RFLAGS_IF,
+    STATE_MSRS,
+    CpuState,
+    DebugExit,
+    DescriptorTable,
+    ExitReason,
+    ExitStats,
+    HaltExit,
+    InternalErrorExit,
+    InterruptWindowExit,
+    IoHandler,
+    KickExit,
+    Segment,
+    ShutdownExit,
+    VCpu,
+    VcpuExit,
+)
+from ..errors import EmuError
+from . import api
+from .api import KvmError, ioctl
+
+if TYPE_CHECKING:
+    from .vm import CpuidEntry, KvmAccelerator
+
+KICK_SIGNAL = signal.SIGUSR1  # QEMU's SIG_IPI is SIGUSR1 too
+PAGE_SIZE = 4096
+MAX_INSN_LENGTH = 15  # SDM vol. 2A §2.3.11
+
+# kvm_run's exit union, decoded with struct on the hot path (one call instead of a ctypes view
+# per field): io = direction, size, port, count, data_offset; mmio = phys_addr, data, len,
+# is_write. The offsets come from the ctypes layout in api.py.
+_EXIT_UNION_OFFSET = api.kvm_run.exit.offset  # 32
+_IO_EXIT = struct.Struct("<BBHIQ")
+_MMIO_EXIT = struct.Struct("<Q8sIB")
+_MMIO_DATA_OFFSET = _EXIT_UNION_OFFSET + api.kvm_run_mmio.data.offset  # 40
+
+
+def _on_kick_signal(signum: int, frame: object) -> None:
+    """Nothing to do: delivering the signal is what makes KVM_RUN return EINTR."""
+
+
+def install_kick_signal_handler() -> int | None:
+    """Give KICK_SIGNAL a (no-op) handler so it interrupts KVM_RUN instead of killing us.
+
+    Returns the signal, or None when no handler could be installed (not on the main thread and
+    none there yet): kicks then rely on `immediate_exit` alone and take effect at the next exit.
+    """
+    current = signal.getsignal(KICK_SIGNAL)
+    if callable(current):  # ours, or the machine's own Python handler: either interrupts
+        return KICK_SIGNAL
+    if threading.current_thread() is not threading.main_thread():
+        warnings.warn(
+            f"kvm: {signal.Signals(KICK_SIGNAL).name} has no handler and one can only be installed "
+            "from the main thread; kicks will wait for the vCPU's next exit",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    signal.signal(KICK_SIGNAL, _on_kick_signal)
+    return KICK_SIGNAL
+
+
+def segment_from_kvm(seg: api.kvm_segment) -> Segment:
+    return Segment(
+        selector=seg.selector, base=seg.base, limit=seg.limit, type=seg.type, s=seg.s, dpl=seg.dpl,
+        present=seg.present, avl=seg.avl, l=seg.l, db=seg.db, g=seg.g, unusable=seg.unusable,
+    )  # fmt: skip
+
+
+def segment_to_kvm(seg: Segment, out: api.kvm_segment) -> None:
+    out.selector, out.base, out.limit = seg.selector, seg.base, seg.limit
+    out.type, out.s, out.dpl, out.present = seg.type, seg.s, seg.dpl, seg.present
+    out.avl, out.l, out.db, out.g, out.unusable = seg.avl, seg.l, seg.db, seg.g, seg.unusable
+
+
+_SREG_SEGMENTS = ("es", "cs", "ss", "ds", "fs", "gs", "ldt", "tr")
+_REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp",
+         "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "rflags")  # fmt: skip
+_CHECKED_SREGS = ("cr0", "cr3", "cr4", "efer")
+
+
+class KvmVCpu(VCpu):
+    """A KVM vCPU fd and its mmap'ed `kvm_run`. Only `kick()` may be called from other threads."""
+
+    def __init__(self, vm: KvmAccelerator, index: int, fd: int, io: IoHandler) -> None:
+        self.vm = vm
+        self.index = index
+        self.fd = fd
+        self.io = io
+        self.stats = ExitStats()
+        self._run_mmap = mmap.mmap(fd, vm.vcpu_mmap_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._run = api.kvm_run.from_buffer(self._run_mmap)
+        self._exit_reason = ctypes.c_uint32.from_buffer(self._run_mmap, api.kvm_run.exit_reason.offset)
+        self._kick_lock = threading.Lock()
+        self._kick_requested = False
+        self._in_kvm_run = False
+        self._thread_ident: int | None = None
+        # Interrupt bookkeeping: kvm_run's ready/if_flag describe the state at the last exit;
+        # they are stale before the first run, after set_state() and after an injection.
+        self._exit_flags_valid = False
+        self._injected = False
+
+    # --- the run loop ---------------------------------------------------------------------
+
+    def run(self) -> VcpuExit:
+        run, mm, fd, io, stats = self._run, self._run_mmap, self.fd, self.io, self.stats
+        exit_reason = self._exit_reason
+        libc_ioctl, clock = api.libc_ioctl, time.monotonic_ns
+        self._thread_ident = threading.get_ident()
+        while True:
+            self._in_kvm_run = True
+            start = clock()
+            result = libc_ioctl(fd, api.KVM_RUN, None)
+            entered = clock()
+            self._in_kvm_run = False
+            stats.guest_ns += entered - start
+            self._exit_flags_valid, self._injected = True, False
+            if result < 0:
+                err = ctypes.get_errno()
+                if err == errno.EINTR:  # a signal (kick() or another), or immediate_exit
+                    return self._kick_exit(entered)
+                raise KvmError("KVM_RUN", err, f"vCPU {self.index}")
+            reason = exit_reason.value
+            if reason == api.KVM_EXIT_IO:
+                self._serve_io(mm, io)
+                stats.count(ExitReason.IO, clock() - entered)
+            elif reason == api.KVM_EXIT_MMIO:
+                self._serve_mmio(mm, io)
+                stats.count(ExitReason.MMIO, clock() - entered)
+            elif reason == api.KVM_EXIT_HLT:
+                stats.count(ExitReason.HLT)
+                return HaltExit()
+            elif reason == api.KVM_EXIT_IRQ_WINDOW_OPEN:
+                stats.count(ExitReason.IRQ_WINDOW)
+                return InterruptWindowExit()
+            elif reason == api.KVM_EXIT_INTR:  # KVM pairs it with EINTR; accept it alone as well
+                return self._kick_exit(entered)
+            elif reason == api.KVM_EXIT_SHUTDOWN:
+                stats.count(ExitReason.SHUTDOWN)
+                return ShutdownExit(f"triple fault at RIP={self._rip_text()} (KVM_EXIT_SHUTDOWN)")
+            elif reason == api.KVM_EXIT_DEBUG:
+                stats.count(ExitReason.DEBUG)
+                return DebugExit(rip=run.debug.arch.pc)
+            else:
+                stats.count(ExitReason.INTERNAL_ERROR)
+                return InternalErrorExit(self._describe_failure(reason))
+            # An IO/MMIO exit was served. If kick() ran meanwhile, immediate_exit is 1: this
+            # KVM_RUN completes the instruction and returns EINTR without running the guest.
+
+    def _kick_exit(self, now: int) -> KickExit:
+        with self._kick_lock:
+            self._kick_requested = False
+            self._run.immediate_exit = 0
+        self.stats.count(ExitReason.KICK, time.monotonic_ns() - now)
+        return KickExit()
+
+    def _serve_io(self, mm: mmap.mmap, io: IoHandler) -> None:
+        direction, size, port, count, offset = _IO_EXIT.unpack_from(mm, _EXIT_UNION_OFFSET)
+        if direction == api.KVM_EXIT_IO_OUT:
+            for i in range(offset, offset + size * count, size):
+                io.port_write(port, size, int.from_bytes(mm[i : i + size], "little"))
+        else:
+            mask = (1 << (8 * size)) - 1
+            for i in range(offset, offset + size * count, size):
+                mm[i : i + size] = (io.port_read(port, size) & mask).to_bytes(size, "little")
+
+    def _serve_mmio(self, mm: mmap.mmap, io: IoHandler) -> None:
+        address, data, length, is_write = _MMIO_EXIT.unpack_from(mm, _EXIT_UNION_OFFSET)
+        if is_write:
+            io.mmio_write(address, length, int.from_bytes(data[:length], "little"))
+        else:
+            value = io.mmio_read(address, length) & ((1 << (8 * length)) - 1)
+            mm[_MMIO_DATA_OFFSET : _MMIO_DATA_OFFSET + length] = value.to_bytes(length, "little")
+
+    # --- kicks (any thread) ---------------------------------------------------------------
+
+    def kick(self) -> None:
+        with self._kick_lock:
+            if self.fd < 0:
+                return
+            self._kick_requested = True
+            self._run.immediate_exit = 1
+            ident = self._thread_ident
+            if self._in_kvm_run and ident is not None and self.vm.kick_signal is not None:
+                try:
+                    signal.pthread_kill(ident, self.vm.kick_signal)
+                except ProcessLookupError:  # the vCPU thread has ended
+                    pass
+
+    @property
+    def kick_pending(self) -> bool:
+        return self._kick_requested
+
+    # --- interrupts -----------------------------------------------------------------------
+
+    def interrupts_allowed(self) -> bool:
+        if self._injected:  # KVM_INTERRUPT holds one vector until the next KVM_RUN delivers it
+            return False
+        if self._exit_flags_valid:
+            return bool(self._run.ready_for_interrupt_injection and self._run.if_flag)
+        return bool(self._get_regs().rflags & RFLAGS_IF)  # no exit yet: assume no shadow
+
+    def inject_interrupt(self, vector: int) -> None:
+        request = api.kvm_interrupt(irq=vector)
+        ioctl(self.fd, api.KVM_INTERRUPT, byref(request), f"vector {vector:#x}")
+        self._injected = True
+        self.stats.count(ExitReason.INTERRUPT)
+
+    def request_interrupt_window(self, on: bool) -> None:
+        """Stays requested until turned off: every KVM_RUN then stops once IF=1 and no shadow."""
+        self._run.request_interrupt_window = 1 if on else 0
+
+    # --- state ----------------------------------------------------------------------------
+
+    def _get_regs(self) -> api.kvm_regs:
+        regs = api.kvm_regs()
+        ioctl(self.fd, api.KVM_GET_REGS, byref(regs))
+        return regs
+
+    def _get_sregs(self) -> api.kvm_sregs:
+        sregs = api.kvm_sregs()
+        ioctl(self.fd, api.KVM_GET_SREGS, byref(sregs))
+        return sregs
+
+    def get_state(self) -> CpuState:
+        regs, sregs = self._get_regs(), self._get_sregs()
+        state = CpuState(**{name: getattr(regs, name) for name in _REGS})
+        for name in _SREG_SEGMENTS:
+            setattr(state, name, segment_from_kvm(getattr(sregs, name)))
+        state.gdt = DescriptorTable(sregs.gdt.base, sregs.gdt.limit)
+        state.idt = DescriptorTable(sregs.idt.base, sregs.idt.limit)
+        state.cr0, state.cr2, state.cr3, state.cr4 = sregs.cr0, sregs.cr2, sregs.cr3, sregs.cr4
+        state.cr8, state.efer = sregs.cr8, sregs.efer
+        state.msrs = self.get_msrs(STATE_MSRS)
+        return state
+
+    def set_state(self, state: CpuState) -> None:
+        regs = api.kvm_regs(**{name: getattr(state, name) & 0xFFFFFFFFFFFFFFFF for name in _REGS})
+        ioctl(self.fd, api.KVM_SET_REGS, byref(regs))
+        # Read-modify-write keeps what CpuState does not carry: apic_base, a pending interrupt.
+        sregs = self._get_sregs()
+        for name in _SREG_SEGMENTS:
+            segment_to_kvm(getattr(state, name), getattr(sregs, name))
+        sregs.gdt.base, sregs.gdt.limit = state.gdt.base, state.gdt.limit
+        sregs.idt.base, sregs.idt.limit = state.idt.base, state.idt.limit
+        sregs.cr0, sregs.cr2, sregs.cr3, sregs.cr4 = state.cr0, state.cr2, state.cr3, state.cr4
+        sregs.cr8, sregs.efer = state.cr8, state.efer
+        ioctl(self.fd, api.KVM_SET_SREGS, byref(sregs), f"CR0={state.cr0:#x} CR4={state.cr4:#x} EFER={state.efer:#x}")
+        self._check_sregs(sregs, self._get_sregs())
+        if state.msrs:
+            self.set_msrs(state.msrs)
+        self._exit_flags_valid = False
+
+    @staticmethod
+    def _check_sregs(wanted: api.kvm_sregs, got: api.kvm_sregs) -> None:
+        """KVM_SET_SREGS may succeed and still drop bits (this host drops CR0.PG without LME)."""
+        if wanted.cr0 & CR0_PG and not got.cr0 & CR0_PG and not wanted.efer & EFER_LME:
+            raise EmuError("this host's KVM cannot run 32-bit paging (CR0.PG dropped by KVM_SET_SREGS)")
+        for name in _CHECKED_SREGS:
+            want, have = getattr(wanted, name), getattr(got, name)
+            if name == "efer":  # KVM owns LMA when LME and PG are both set
+                want, have = want & ~EFER_LMA, have & ~EFER_LMA
+            if want != have:
+                raise EmuError(f"this host's KVM changed {name.upper()} from {want:#x} to {have:#x} (KVM_SET_SREGS)")
+
+    def get_msrs(self, indices: Iterable[int]) -> dict[int, int]:
+        """KVM_GET_MSRS; MSRs this host's KVM does not know are left out of the result."""
+        pending, values = list(indices), {}
+        while pending:
+            request = api.msr_list(len(pending))()
+            request.nmsrs = len(pending)
+            for entry, index in zip(request.entries, pending):
+                entry.index = index
+            count = ioctl(self.fd, api.KVM_GET_MSRS, byref(request))
+            values.update((e.index, e.data) for e in request.entries[:count])
+            pending = pending[count + 1 :]  # the kernel stops at the first MSR it cannot read
+        return values
+
+    def set_msrs(self, msrs: dict[int, int]) -> None:
+        request = api.msr_list(len(msrs))()
+        request.nmsrs = len(msrs)
+        for entry, (index, value) in zip(request.entries, msrs.items()):
+            entry.index, entry.data = index, value & 0xFFFFFFFFFFFFFFFF
+        count = ioctl(self.fd, api.KVM_SET_MSRS, byref(request))
+        if count < len(msrs):
+            bad = request.entries[count]
+            raise EmuError(f"this host's KVM refused MSR {bad.index:#x} = {bad.data:#x} (KVM_SET_MSRS)")
+
+    def set_cpuid(self, entries: list[CpuidEntry]) -> None:
+        """KVM_SET_CPUID2 (api.rst §4.71): must happen before the first KVM_RUN."""
+        table = api.cpuid_list(len(entries))()
+        table.nent = len(entries)
+        for out, e in zip(table.entries, entries):
+            out.function, out.index, out.flags = e.function, e.index, e.flags
+            out.eax, out.ebx, out.ecx, out.edx = e.eax, e.ebx, e.ecx, e.edx
+        ioctl(self.fd, api.KVM_SET_CPUID2, byref(table), f"{len(entries)} entries")
+
+    def set_single_step(self, on: bool) -> None:
+        """KVM_SET_GUEST_DEBUG with SINGLESTEP: run() returns DebugExit after each instruction."""
+        debug = api.kvm_guest_debug(control=api.KVM_GUESTDBG_ENABLE | api.KVM_GUESTDBG_SINGLESTEP if on else 0)
+        ioctl(self.fd, api.KVM_SET_GUEST_DEBUG, byref(debug))
+
+    # --- guest memory through the vCPU's translation --------------------------------------
+
+    def translate(self, linear: int) -> int | None:
+        """KVM_TRANSLATE (api.rst §4.15): linear -> guest-physical under the current paging."""
+        request = api.kvm_translation(linear_address=linear)
+        ioctl(self.fd, api.KVM_TRANSLATE, byref(request), f"linear {linear:#x}")
+        return request.physical_address if request.valid else None
+
+    def read_linear(self, linear: int, length: int) -> bytes:
+        """Guest memory at a linear address, page by page; shorter where unmapped or not RAM."""
+        out = b""
+        while length > 0:
+            physical = self.translate(linear)
+            if physical is None:
+                break
+            n = min(length, PAGE_SIZE - (linear & (PAGE_SIZE - 1)))
+            chunk = self.vm.read_guest_physical(physical, n)
+            out += chunk
+            if len(chunk) < n:
+                break
+            linear, length = linear + n, length - n
+        return out
+
+    # --- describing failures --------------------------------------------------------------
+
+    def _code_location(self) -> tuple[CpuState, int]:
+        state = self.get_state()
+        linear = state.cs.base + state.rip
+        return state, linear if state.mode == "long" else linear & 0xFFFFFFFF
+
+    def _rip_text(self) -> str:
+        state, linear = self._code_location()
+        if state.mode == "long":
+            return f"{state.rip:#x}"
+        return f"{state.rip:#x} (CS:IP {state.cs.selector:04x}:{state.rip:04x}, linear {linear:#x}, {state.mode} mode)"
+
+    def _describe_failure(self, reason: int) -> str:
+        run = self._run
+        state, linear = self._code_location()
+        where = f"RIP={state.rip:#x} (linear {linear:#x}, CPL{state.cpl}, {state.mode} mode)"
+        if reason == api.KVM_EXIT_INTERNAL_ERROR:
+            suberror = run.internal.suberror
+            name = api.INTERNAL_ERROR_NAMES.get(suberror, f"suberror {suberror}")
+            code = b""
+            failure = run.emulation_failure
+            if (
+                suberror == api.KVM_INTERNAL_ERROR_EMULATION
+                and failure.ndata >= 3
+                and failure.flags & api.KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES
+            ):
+                code = bytes(failure.insn_bytes[: min(failure.insn_size, MAX_INSN_LENGTH)])
+            if not code:
+                code = self.read_linear(linear, MAX_INSN_LENGTH)
+            text = f"KVM_EXIT_INTERNAL_ERROR {name} at {where}: instruction bytes {code.hex(' ') or '(unreadable)'}"
+            if suberror != api.KVM_INTERNAL_ERROR_EMULATION and run.internal.ndata:
+                data = " ".join(f"{word:#x}" for word in run.internal.data[: min(run.internal.ndata, 16)])
+                text += f"; data {data}"
+            return text
+        if reason == api.KVM_EXIT_FAIL_ENTRY:
+            reason_code = run.fail_entry.hardware_entry_failure_reason
+            return f"KVM_EXIT_FAIL_ENTRY (hardware entry failure reason {reason_code:#x}) at {where}"
+        if reason == api.KVM_EXIT_UNKNOWN:
+            return f"KVM_EXIT_UNKNOWN (hardware exit reason {run.hw.hardware_exit_reason:#x}) at {where}"
+        name = api.EXIT_REASON_NAMES.get(reason, "an unknown exit reason")
+        return f"unhandled {name} ({reason}) at {where}"
+
+    # --- teardown -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._kick_lock:
+            if self.fd < 0:
+                return
+            del self._run, self._exit_reason  # ctypes views pin the mmap's buffer
+            self._run_mmap.close()
+            os.close(self.fd)
+            self.fd = -1
