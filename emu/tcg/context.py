@@ -39,6 +39,7 @@ OFF_EFER = 592
 OFF_ERROR_CODE = 5384
 OFF_EXCEPTION_IS_INT = 5388
 OFF_EXCEPTION_NEXT_EIP = 5392
+OFF_OLD_EXCEPTION = 5496  # "exception in flight": QEMU escalates the next fault to #DF/shutdown by it
 CONTEXT_SIZE = 5608
 
 SEG_INDEX = {"es": 0, "cs": 1, "ss": 2, "ds": 3, "fs": 4, "gs": 5, "ldt": 6, "tr": 7}
@@ -210,6 +211,14 @@ class SavedContext:
                 hf |= HF_ADDSEG
         _ = cs_base
         self.hflags = hf
+
+    def end_of_delivery(self) -> None:
+        """Forget the exception in flight, as QEMU's do_interrupt_all does after delivering.
+
+        Unicorn never calls do_interrupt, so without this the next fault would be escalated by
+        QEMU's own check_exception to #DF, or to a shutdown that looks like `hlt`.
+        """
+        self.set_u32(OFF_OLD_EXCEPTION, 0xFFFFFFFF)
 
     @property
     def interrupt_shadow(self) -> bool:

@@ -241,6 +241,7 @@ class TcgVCpu(VCpu):
         except UnsupportedDelivery as err:
             self._shutdown = f"cannot deliver {event.describe()}: {err}"
         else:
+            self.ctx.end_of_delivery()
             self.ctx.restore()
             self._set_reg(UC_X86_REG_RFLAGS, new_flags)
             self.delivered[chain[-1].vector] = self.delivered.get(chain[-1].vector, 0) + 1
@@ -328,6 +329,7 @@ class TcgVCpu(VCpu):
             ctx.set_cr(n, value)
         ctx.efer = state.efer
         ctx.recompute_hflags(state.rflags)
+        ctx.end_of_delivery()
         ctx.restore()
         self._set_reg(UC_X86_REG_RFLAGS, state.rflags)
         for index, value in state.msrs.items():

@@ -1,0 +1,133 @@
+"""Port-IO round trip: a guest `out` that the VMM must serve, on tcg and on kvm.
+
+tcg: a guest loop of N `out 0x80, al` runs under emu (IN/OUT hook -> port bus -> POST-code
+device) and, as the reference in the same run, on bare Unicorn with a do-nothing Python OUT
+hook: the ratio shows what emu's dispatch adds to the cheapest possible hook (goal: under
+2 us per round trip).
+
+kvm: the same guest under emu (KVM_EXIT_IO -> bus -> device -> KVM_RUN) against a minimal
+ctypes loop in this file that creates a VM, maps memory, and answers each KVM_EXIT_IO by
+re-entering KVM_RUN, nothing else. On this project's hosts KVM itself emulates CPL0 code, so
+most of each round trip is the host's; the ratio isolates what emu adds.
+
+    python bench/port_io.py [--tcg-iterations N] [--kvm-iterations N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import fcntl
+import mmap
+import os
+
+from common import ENTRY, best_of, exit_offset, loop_code, tempdir, timed, write_image
+from unicorn import UC_ARCH_X86, UC_HOOK_INSN, UC_MODE_32, Uc
+from unicorn.x86_const import UC_X86_INS_OUT
+
+from emu.machine import Machine, MachineConfig
+
+OUT_0X80 = b"\xe6\x80"  # out 0x80, al
+
+
+def emu_seconds(image, accel: str) -> float:
+    machine = Machine(MachineConfig(kernel=image, accel=accel))
+    try:
+        elapsed = timed(machine.run)
+        assert machine.exit_status == 1, machine.exit_status
+        return elapsed
+    finally:
+        machine.close()
+
+
+def raw_unicorn_seconds(code: bytes) -> float:
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    uc.mem_map(0, 2 << 20)
+    uc.mem_write(ENTRY, code)
+    uc.hook_add(UC_HOOK_INSN, lambda uc, port, size, value, ud: None, None, 1, 0, UC_X86_INS_OUT)
+    return timed(lambda: uc.emu_start(ENTRY, exit_offset(code)))
+
+
+def bare_kvm_seconds(code: bytes) -> float:
+    """The least a Python VMM can do per exit: KVM_RUN again (flat 32-bit guest, no devices)."""
+    from emu.kvm_accel import api
+
+    kvm = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    vm = fcntl.ioctl(kvm, api.KVM_CREATE_VM, 0)
+    ram = mmap.mmap(-1, 2 << 20)
+    region = api.kvm_userspace_memory_region(0, 0, 0, len(ram), ctypes.addressof(ctypes.c_char.from_buffer(ram)))
+    fcntl.ioctl(vm, api.KVM_SET_USER_MEMORY_REGION, region)
+    fcntl.ioctl(vm, api.KVM_SET_TSS_ADDR, 0xFFFBD000)
+    ram[ENTRY : ENTRY + len(code)] = code
+    vcpu = fcntl.ioctl(vm, api.KVM_CREATE_VCPU, 0)
+    size = fcntl.ioctl(kvm, api.KVM_GET_VCPU_MMAP_SIZE, 0)
+    run_map = mmap.mmap(vcpu, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    exit_reason = ctypes.c_uint32.from_buffer(run_map, 8)
+    sregs = api.kvm_sregs()
+    fcntl.ioctl(vcpu, api.KVM_GET_SREGS, sregs)
+    for name in ("cs", "ds", "es", "fs", "gs", "ss"):
+        seg = getattr(sregs, name)
+        seg.base, seg.limit, seg.g, seg.db, seg.present, seg.s, seg.dpl = 0, 0xFFFFFFFF, 1, 1, 1, 1, 0
+        seg.type, seg.selector = (0xB, 0x10) if name == "cs" else (0x3, 0x18)
+    sregs.cr0 = 0x11
+    fcntl.ioctl(vcpu, api.KVM_SET_SREGS, sregs)
+    regs = api.kvm_regs()
+    regs.rip, regs.rflags = ENTRY, 2
+    fcntl.ioctl(vcpu, api.KVM_SET_REGS, regs)
+    exits = 0
+
+    def loop() -> None:
+        nonlocal exits
+        while True:
+            fcntl.ioctl(vcpu, api.KVM_RUN, 0)
+            exits += 1
+            if exit_reason.value != api.KVM_EXIT_IO:
+                raise RuntimeError(f"unexpected exit {exit_reason.value}")
+            if run_map[34] != 0x80:  # kvm_run.io.port (offset 34): the final out to 0xf4
+                return
+
+    try:
+        return timed(loop)
+    finally:
+        del exit_reason
+        run_map.close()
+        for fd in (vcpu, vm, kvm):
+            os.close(fd)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tcg-iterations", type=int, default=200_000)
+    parser.add_argument("--kvm-iterations", type=int, default=20_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    work = tempdir()
+
+    n = args.tcg_iterations
+    code = loop_code(n, OUT_0X80)
+    image = write_image(code, work, "io-tcg.elf")
+    raw = best_of(args.runs, lambda: raw_unicorn_seconds(code)) / n * 1e6
+    emu = best_of(args.runs, lambda: emu_seconds(image, "tcg")) / n * 1e6
+    print(f"port IO round trip on tcg, {n} outs, best of {args.runs}")
+    print(f"  raw Unicorn, empty Python hook   {raw:7.2f} us")
+    print(f"  emu --accel tcg (bus + device)   {emu:7.2f} us   (goal < 2 us)")
+    print(f"  ratio emu/raw                    {emu / raw:7.2f}")
+
+    try:
+        os.close(os.open("/dev/kvm", os.O_RDWR))
+    except OSError as err:
+        print(f"port IO round trip on kvm: skipped (/dev/kvm: {err.strerror})")
+        return
+    n = args.kvm_iterations
+    code = loop_code(n, OUT_0X80)
+    image = write_image(code, work, "io-kvm.elf")
+    bare = best_of(args.runs, lambda: bare_kvm_seconds(code)) / n * 1e6
+    emu = best_of(args.runs, lambda: emu_seconds(image, "kvm")) / n * 1e6
+    print(f"port IO round trip on kvm, {n} outs, best of {args.runs}")
+    print(f"  bare ctypes KVM_RUN loop         {bare:7.2f} us")
+    print(f"  emu --accel kvm (bus + device)   {emu:7.2f} us")
+    print(f"  ratio emu/bare                   {emu / bare:7.2f}")
+
+
+if __name__ == "__main__":
+    main()
