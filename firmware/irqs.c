@@ -192,28 +192,33 @@ static void test_uart_tx(void)
 static void test_uart_rx(void)
 {
     static const char sent[] = "emu";
-    uart_irqs = 0;
-    /* Loopback (MCR bit 4): each transmitted byte arrives in RBR, raising RDA. QEMU
-     * forwards the interrupt whatever OUT2 says; on real PC hardware the OUT2 output is
-     * forced inactive in loopback, which may keep IRQ 4 from the PIC. Nothing is printed
-     * meanwhile: output would loop back too. */
+    int rda = 0;
+    /* Loopback (MCR bit 4): each transmitted byte arrives in RBR and the UART's interrupt
+     * logic reports "received data available" in IIR. The IRQ 4 line itself is another
+     * matter: in loopback the chip forces its OUT2 pin inactive, and a PC gates IRQ 4 with
+     * OUT2, so real hardware (and emu) raise no interrupt here while QEMU does. So this test
+     * reads IIR, which every 16550 agrees on, instead of waiting for IRQ 4. Nothing is
+     * printed meanwhile: output would loop back too. */
     outb(UART_MCR, MCR_DTR_RTS | MCR_OUT2 | MCR_LOOP);
     outb(UART_IER, IER_RDA);
     for (int i = 0; sent[i]; i++) {
         while (!(inb(UART_LSR) & 0x20))
             ;
         outb(UART_THR, sent[i]);
-        while (rx_len <= i)
-            wait_for_interrupt();
+        for (int spin = 0; spin < 1000 && (inb(UART_IIR) & 0x0f) != 0x04; spin++)
+            ;
+        if ((inb(UART_IIR) & 0x0f) == 0x04) {
+            rda++;
+            rx_buf[rx_len++] = inb(UART_RBR);
+        }
     }
     outb(UART_IER, 0);
     outb(UART_MCR, MCR_DTR_RTS);
-    pic_mask(4, 1);
     rx_buf[rx_len < 7 ? rx_len : 7] = 0;
-    kprintf("uart rx: loopback, IER.RDA=1: received \"%s\" in %d interrupts\n",
-            (const char *)rx_buf, uart_irqs);
-    check(rx_len == 3 && rx_buf[0] == 'e' && rx_buf[1] == 'm' && rx_buf[2] == 'u' &&
-          uart_irqs == 3, "\"emu\" in 3 interrupts");
+    kprintf("uart rx: loopback, IER.RDA=1: received \"%s\", IIR said RX data %d times\n",
+            (const char *)rx_buf, rda);
+    check(rx_len == 3 && rx_buf[0] == 'e' && rx_buf[1] == 'm' && rx_buf[2] == 'u' && rda == 3,
+          "\"emu\" with 3 RX-data indications");
 }
 
 static void test_pit_channel2(void)

@@ -33,6 +33,11 @@ class TcgAccelerator(Accelerator):
             self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
         except UcError as err:
             raise EmuError(f"--accel tcg: cannot create a Unicorn CPU: {err}") from None
+        # Run "until stopped": with exits enabled and none set, emu_start's `until` is ignored.
+        # Otherwise every emu_start probes the `until` page through the guest's page tables,
+        # which under 32-bit paging writes a page-fault address into the guest's CR2.
+        self.uc.ctl_exits_enabled(True)
+        self.uc.ctl_set_exits([])
         self.regions: list[MemoryRegion] = []
         self.vcpus: list[TcgVCpu] = []
         memory.add_write_listener(self.notify_host_write)

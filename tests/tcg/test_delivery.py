@@ -219,3 +219,18 @@ def test_protected_mode_ring_change_through_tss(rig: Rig) -> None:
     assert (r["vector"], r["rip"], r["cs"], r["handler_cs"]) == (0x80, CODE + 2, USER_CS32, 0x18)
     assert r["rsp"] == 0x70000 - 20  # SS, ESP, EFLAGS, CS, EIP
     assert rig.memory.read_u32(0x70000 - 4) == USER_DS
+
+
+def test_page_fault_under_32bit_paging_keeps_cr2(rig: Rig) -> None:
+    """Regression: emu_start must not probe an `until` page through the guest's tables."""
+    import struct
+
+    state = protected32_state(rig.memory, rip=CODE)
+    rig.memory.write(STUBS, assemble("mov %cr2, %eax; out %eax, $0x12;" + handler32(14), STUBS, 32))
+    rig.memory.write(IDT + 14 * 8, gate32(STUBS))
+    rig.memory.write(0x10000, struct.pack("<I", 0x87) + bytes(4092))  # one 4 MiB page at 0 (PSE)
+    rig.memory.write(CODE, assemble("mov 0x800000, %eax", CODE, 32))
+    state.cr0, state.cr3, state.cr4 = 0x80000011, 0x10000, 0x10
+    rig.run(state)
+    r = rig.report()
+    assert (r["vector"], r["error"], r["cr2"], r["rip"]) == (14, 0, 0x800000, CODE)
