@@ -56,24 +56,24 @@ def bare_kvm_seconds(code: bytes) -> float:
     vm = fcntl.ioctl(kvm, api.KVM_CREATE_VM, 0)
     ram = mmap.mmap(-1, 2 << 20)
     region = api.kvm_userspace_memory_region(0, 0, 0, len(ram), ctypes.addressof(ctypes.c_char.from_buffer(ram)))
-    fcntl.ioctl(vm, api.KVM_SET_USER_MEMORY_REGION, region)
-    fcntl.ioctl(vm, api.KVM_SET_TSS_ADDR, 0xFFFBD000)
+    api.ioctl(vm, api.KVM_SET_USER_MEMORY_REGION, ctypes.byref(region))
+    api.ioctl(vm, api.KVM_SET_TSS_ADDR, 0xFEFFD000)
     ram[ENTRY : ENTRY + len(code)] = code
     vcpu = fcntl.ioctl(vm, api.KVM_CREATE_VCPU, 0)
     size = fcntl.ioctl(kvm, api.KVM_GET_VCPU_MMAP_SIZE, 0)
     run_map = mmap.mmap(vcpu, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
     exit_reason = ctypes.c_uint32.from_buffer(run_map, 8)
     sregs = api.kvm_sregs()
-    fcntl.ioctl(vcpu, api.KVM_GET_SREGS, sregs)
+    api.ioctl(vcpu, api.KVM_GET_SREGS, ctypes.byref(sregs))
     for name in ("cs", "ds", "es", "fs", "gs", "ss"):
         seg = getattr(sregs, name)
         seg.base, seg.limit, seg.g, seg.db, seg.present, seg.s, seg.dpl = 0, 0xFFFFFFFF, 1, 1, 1, 1, 0
         seg.type, seg.selector = (0xB, 0x10) if name == "cs" else (0x3, 0x18)
     sregs.cr0 = 0x11
-    fcntl.ioctl(vcpu, api.KVM_SET_SREGS, sregs)
+    api.ioctl(vcpu, api.KVM_SET_SREGS, ctypes.byref(sregs))
     regs = api.kvm_regs()
     regs.rip, regs.rflags = ENTRY, 2
-    fcntl.ioctl(vcpu, api.KVM_SET_REGS, regs)
+    api.ioctl(vcpu, api.KVM_SET_REGS, ctypes.byref(regs))
     exits = 0
 
     def loop() -> None:

@@ -8,7 +8,8 @@ This is the VMM's main loop, the same on both accelerators:
 
 Device callbacks all run on this thread. Other threads only *kick* the vCPU: the `Kicker`
 at the next timer deadline, the terminal reader when input arrives, a signal handler on
-Ctrl-C. Port IO is served inside `VCpu.run()` through `self.buses` (the IoHandler).
+Ctrl-C. Port IO is served inside `VCpu.run()` through `self.buses` (the IoHandler); when a device
+raises INTR during such an access, the PIC's output callback kicks the vCPU out of run().
 
 Memory map (below 4 GiB): RAM from 0 to -m; everything else is unassigned and reads as ones.
 Port map: PIC 0x20/0xA0, PIT 0x40-0x43, port B 0x61, RTC 0x70-0x71, POST 0x80, port A 0x92,
@@ -130,10 +131,11 @@ class Machine:
         self.accel.add_memory_region(MemoryRegion(0, self.memory.size, self.memory.host_address))
         self.buses = Buses()
         self._build_devices()
-        self.vcpu = self.accel.create_vcpu(0, self)
+        self.vcpu = self.accel.create_vcpu(0, self.buses)
+        self.pic.master.on_output = self._intr_changed
+        self._in_guest = False
         self._wake = threading.Event()
         self._pending_input = b""
-        self._intr_line = False
         self._reset_requested = False
         self._poll_window = self.accel.name == "tcg"
         name = cfg.display_name or str(cfg.kernel)
@@ -158,22 +160,11 @@ class Machine:
         ports.register(0x80, 1, PostCodePort(), "post")
         ports.register(0x92, 1, SystemControlPortA(self), "port-a")
 
-    # IoHandler: what the vCPU calls for port IO and MMIO ---------------------------------------
-    def port_read(self, port: int, size: int) -> int:
-        return self.buses.port_read(port, size)
-
-    def port_write(self, port: int, size: int, value: int) -> None:
-        self.buses.port_write(port, size, value)
-        intr = self.pic.has_interrupt()
-        if intr and not self._intr_line:
-            self.vcpu.kick()  # a device raised an interrupt: return to the loop to deliver it
-        self._intr_line = intr
-
-    def mmio_read(self, address: int, size: int) -> int:
-        return self.buses.mmio_read(address, size)
-
-    def mmio_write(self, address: int, size: int, value: int) -> None:
-        self.buses.mmio_write(address, size, value)
+    def _intr_changed(self, level: bool) -> None:
+        """The PIC's INTR output changed. Raised during a port access the vCPU is serving:
+        make run() return so the loop can deliver (outside run(), the loop looks anyway)."""
+        if level and self._in_guest:
+            self.vcpu.kick()
 
     # SystemControl: what devices may ask of the machine --------------------------------------
     def request_exit(self, status: int) -> None:
@@ -226,7 +217,11 @@ class Machine:
                 poll = time.monotonic_ns() + WINDOW_POLL_NS
                 deadline = poll if deadline is None else min(deadline, poll)
             kicker.schedule(deadline)
-            event = vcpu.run()
+            self._in_guest = True
+            try:
+                event = vcpu.run()
+            finally:
+                self._in_guest = False
             if isinstance(event, (KickExit, InterruptWindowExit)):
                 continue
             if isinstance(event, HaltExit):
@@ -255,16 +250,14 @@ class Machine:
 
     def _update_interrupts(self) -> bool:
         """Inject a pending PIC interrupt if the vCPU can take one; True if one must wait."""
-        self._intr_line = self.pic.has_interrupt()
-        if not self._intr_line:
+        if not self.pic.has_interrupt():
             self.vcpu.request_interrupt_window(False)
             return False
         if self.vcpu.interrupts_allowed():
-            vector = self.pic.acknowledge()
-            self.vcpu.inject_interrupt(vector)
-            self._intr_line = self.pic.has_interrupt()
-            self.vcpu.request_interrupt_window(self._intr_line)
-            return self._intr_line
+            self.vcpu.inject_interrupt(self.pic.acknowledge())
+            waiting = self.pic.has_interrupt()
+            self.vcpu.request_interrupt_window(waiting)
+            return waiting
         self.vcpu.request_interrupt_window(True)
         return True
 

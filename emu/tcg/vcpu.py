@@ -43,6 +43,11 @@ UNTIL = 0xDEAD_0000_0000_0000  # a non-canonical address no guest executes: run 
 _ns = time.perf_counter_ns
 
 
+# C signatures of Unicorn's IN/OUT instruction hooks (unicorn.h: uc_cb_insn_in_t, uc_cb_insn_out_t).
+_IN_HOOK = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_void_p)
+_OUT_HOOK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p)
+
+
 class _MsrValue(ctypes.Structure):
     _fields_ = [("rid", ctypes.c_uint32), ("value", ctypes.c_uint64)]
 
@@ -67,8 +72,18 @@ class TcgVCpu(VCpu):
         self._handler_ns = 0
         self.delivered: dict[int, int] = {}
         self._block_sizes: dict[tuple[int, int], int] = {}
-        uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, UC_X86_INS_IN)
-        uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, UC_X86_INS_OUT)
+        self._disassemblers: dict[str, object] = {}
+        self._hook_error: BaseException | None = None
+        self._io_count = 0  # port IO is the hot path: counted here, folded into stats by run()
+        self._io_ns = 0
+        # IN/OUT are registered as raw C callbacks: the binding's wrapper costs ~1 us per call.
+        self._raw_hooks = [_IN_HOOK(self._on_in), _OUT_HOOK(self._on_out)]
+        for fptr, insn in zip(self._raw_hooks, (UC_X86_INS_IN, UC_X86_INS_OUT)):
+            handle = ctypes.c_size_t()
+            status = uclib.uc_hook_add(self._handle, ctypes.byref(handle), UC_HOOK_INSN, fptr, None,
+                                       ctypes.c_uint64(1), ctypes.c_uint64(0), ctypes.c_int(insn))  # fmt: skip
+            if status != 0:
+                raise UcError(status)
         uc.hook_add(UC_HOOK_INSN, self._on_cpuid, None, 1, 0, UC_X86_INS_CPUID)
         uc.hook_add(UC_HOOK_INSN, self._on_syscall, "syscall", 1, 0, UC_X86_INS_SYSCALL)
         uc.hook_add(UC_HOOK_INSN, self._on_syscall, "sysenter", 1, 0, UC_X86_INS_SYSENTER)
@@ -95,24 +110,34 @@ class TcgVCpu(VCpu):
         uclib.uc_reg_write(self._handle, UC_X86_REG_MSR, ctypes.byref(m))
 
     # hooks: called by Unicorn on the vCPU thread while emu_start runs ------------------------
-    def _on_in(self, uc: Uc, port: int, size: int, _ud: object) -> int:
+    def _on_in(self, _uc: int, port: int, size: int, _ud: int) -> int:
         t = _ns()
-        value = self.io.port_read(port, size)
+        try:
+            value = self.io.port_read(port, size)
+        except BaseException as err:  # noqa: BLE001 - reported by run(), never lost in ctypes
+            self._fail_in_hook(err)
+            return 0xFFFFFFFF
         dt = _ns() - t
-        self.stats.count(ExitReason.IO, dt)
+        self._io_count += 1
+        self._io_ns += dt
         self._handler_ns += dt
-        if self._kick.is_set():
-            uc.emu_stop()
         return value
 
-    def _on_out(self, uc: Uc, port: int, size: int, value: int, _ud: object) -> None:
+    def _on_out(self, _uc: int, port: int, size: int, value: int, _ud: int) -> None:
         t = _ns()
-        self.io.port_write(port, size, value)
+        try:
+            self.io.port_write(port, size, value)
+        except BaseException as err:  # noqa: BLE001
+            self._fail_in_hook(err)
+            return
         dt = _ns() - t
-        self.stats.count(ExitReason.IO, dt)
+        self._io_count += 1
+        self._io_ns += dt
         self._handler_ns += dt
-        if self._kick.is_set():
-            uc.emu_stop()
+
+    def _fail_in_hook(self, err: BaseException) -> None:
+        self._hook_error = err
+        uclib.uc_emu_stop(self._handle)
 
     def _mmio_read(self, uc: Uc, offset: int, size: int, base: int) -> int:
         t = _ns()
@@ -165,16 +190,20 @@ class TcgVCpu(VCpu):
         self.stats.instructions += n
 
     def _count_instructions(self, address: int, size: int) -> int:
+        """Instructions in a newly seen translation block (decoded once, then cached)."""
         from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
 
         self.ctx.save()
-        mode = {"real": CS_MODE_16, "protected16": CS_MODE_16, "long": CS_MODE_64}.get(
-            self._mode_name(), CS_MODE_32)
+        name = self._mode_name()
+        cs = self._disassemblers.get(name)
+        if cs is None:
+            mode = {"real": CS_MODE_16, "protected16": CS_MODE_16, "long": CS_MODE_64}.get(name, CS_MODE_32)
+            cs = self._disassemblers[name] = Cs(CS_ARCH_X86, mode)
         try:
             code = bytes(self.uc.mem_read(address, size))
         except UcError:
             return 1
-        return max(1, sum(1 for _ in Cs(CS_ARCH_X86, mode).disasm_lite(code, address)))
+        return max(1, sum(1 for _ in cs.disasm_lite(code, address)))
 
     def _mode_name(self) -> str:
         from .context import HF_CS32, HF_CS64, HF_PE
@@ -212,6 +241,10 @@ class TcgVCpu(VCpu):
                 error = err
             finally:
                 self.stats.guest_ns += _ns() - start - self._handler_ns
+                self._fold_io_counts()
+            if self._hook_error is not None:
+                err, self._hook_error = self._hook_error, None
+                raise err
             if error is not None:
                 if error.errno == UC_ERR_INSN_INVALID:
                     self.ctx.save()
@@ -229,6 +262,12 @@ class TcgVCpu(VCpu):
                 continue  # returns KickExit at the top of the loop
             self.stats.count(ExitReason.HLT)
             return HaltExit()
+
+    def _fold_io_counts(self) -> None:
+        if self._io_count:
+            self.stats.counts[ExitReason.IO] += self._io_count
+            self.stats.times_ns[ExitReason.IO] += self._io_ns
+            self._io_count = self._io_ns = 0
 
     def _deliver(self, event: Event, reason: ExitReason) -> None:
         """Deliver `event` to the guest (the context must have been saved just now)."""
