@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .accel import (Accelerator, HaltExit, InternalErrorExit, InterruptWindowExit, KickExit,
-                    MemoryRegion, RFLAGS_IF, ShutdownExit, VCpu)  # fmt: skip
+                    MemoryRegion, ShutdownExit, VCpu)  # fmt: skip
 from .clock import Clock
 from .devices.bus import Buses
 from .devices.debug_exit import DebugExit
@@ -57,19 +57,27 @@ class MachineConfig:
 
 
 class Kicker(threading.Thread):
-    """Kicks the vCPU at a deadline (the next device timer), and again until it notices."""
+    """Kicks the running vCPU at a deadline (the next device timer), and again until it notices.
+
+    The machine schedules a deadline only while the vCPU runs guest code; while the guest is
+    halted the main thread sleeps until the deadline itself, and the kicker sleeps too.
+    """
 
     def __init__(self, vcpu: VCpu) -> None:
         super().__init__(name="emu-kicker", daemon=True)
         self.vcpu = vcpu
         self._cond = threading.Condition()
         self._deadline: int | None = None
+        self._sleeping_until: int | None = None  # what the thread's current wait is bounded by
         self._stopped = False
 
     def schedule(self, deadline_ns: int | None) -> None:
+        """Set the next kick. Wakes the thread only if it would otherwise sleep past it: a later
+        deadline or none is noticed when the current wait ends, which saves a thread wake-up
+        per guest timer tick."""
         with self._cond:
-            if deadline_ns != self._deadline:
-                self._deadline = deadline_ns
+            self._deadline = deadline_ns
+            if deadline_ns is not None and (self._sleeping_until is None or deadline_ns < self._sleeping_until):
                 self._cond.notify()
 
     def stop(self) -> None:
@@ -81,14 +89,17 @@ class Kicker(threading.Thread):
         with self._cond:
             while not self._stopped:
                 if self._deadline is None:
+                    self._sleeping_until = None
                     self._cond.wait()
                     continue
                 delay = self._deadline - time.monotonic_ns()
                 if delay > 0:
+                    self._sleeping_until = self._deadline
                     self._cond.wait(delay / 1e9)
                     continue
-                # Due: kick, and repeat every millisecond in case the kick landed in the gap
-                # between two emu_start calls (Unicorn drops a stop requested while idle).
+                # Due: kick, and repeat every millisecond until the machine reschedules, in case
+                # the kick landed in the gap between two emu_start calls (Unicorn drops a stop
+                # requested while idle).
                 self.vcpu.kick()
                 self._deadline = time.monotonic_ns() + 1_000_000
 
@@ -225,6 +236,7 @@ class Machine:
             if isinstance(event, (KickExit, InterruptWindowExit)):
                 continue
             if isinstance(event, HaltExit):
+                kicker.schedule(None)
                 if not self._halt():
                     return 0
                 continue
@@ -267,7 +279,7 @@ class Machine:
         Returns False when nothing can ever wake the guest (hlt with IF=0).
         """
         self.uart.flush()
-        if not self.vcpu.get_state().rflags & RFLAGS_IF:
+        if not self.vcpu.interrupts_allowed():
             print("emu: guest halted with interrupts disabled; nothing can wake it", file=sys.stderr)
             return False
         start = time.monotonic_ns()

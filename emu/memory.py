@@ -80,10 +80,16 @@ class GuestMemory:
         self.write(address, struct.pack("<H", value & 0xFFFF))
 
     def write_u32(self, address: int, value: int) -> None:
-        self.write(address, struct.pack("<I", value & 0xFFFFFFFF))
+        self.check(address, 4)
+        struct.pack_into("<I", self.buffer, address, value & 0xFFFFFFFF)
+        for listener in self._write_listeners:
+            listener(address, 4)
 
     def write_u64(self, address: int, value: int) -> None:
-        self.write(address, struct.pack("<Q", value & 0xFFFFFFFFFFFFFFFF))
+        self.check(address, 8)
+        struct.pack_into("<Q", self.buffer, address, value & 0xFFFFFFFFFFFFFFFF)
+        for listener in self._write_listeners:
+            listener(address, 8)
 
     def add_write_listener(self, listener: Callable[[int, int], None]) -> None:
         self._write_listeners.append(listener)

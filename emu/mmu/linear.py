@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 
 from ..memory import GuestMemory
-from .walk import Access, PagingMode, PhysicalMemory, walk_page_tables
+from .walk import Access, PagingMode, walk_page_tables
 
 
 @dataclass
@@ -20,14 +20,11 @@ class LinearMemory:
     memory: GuestMemory
     mode: PagingMode
 
-    def __post_init__(self) -> None:
-        self._phys = PhysicalMemory(self.memory.read, self.memory.write)
-
     def _pieces(self, linear: int, length: int, access: Access, user: bool) -> list[tuple[int, int]]:
         pieces = []
         while length > 0:
             chunk = min(length, 4096 - (linear & 0xFFF))
-            t = walk_page_tables(self._phys, self.mode, linear, access, user)
+            t = walk_page_tables(self.memory, self.mode, linear, access, user)
             pieces.append((t.physical, chunk))
             linear += chunk
             length -= chunk

@@ -21,9 +21,8 @@ accesses by linear address) and is the source of truth for the shadow MMU.
 from __future__ import annotations
 
 import enum
-import struct
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..accel import CR0_PG, CR0_WP, CR4_PAE, CR4_PSE, EFER_LMA, EFER_NXE
 
@@ -73,12 +72,13 @@ class PageFault(Exception):
         self.error_code = error_code
 
 
-class PhysicalMemory:
-    """The two operations a walker needs on guest-physical memory."""
+class PhysicalMemory(Protocol):
+    """What a walker needs of guest-physical memory (emu.memory.GuestMemory provides it)."""
 
-    def __init__(self, read: Callable[[int, int], bytes], write: Callable[[int, bytes], None]) -> None:
-        self.read = read
-        self.write = write
+    def read_u32(self, address: int) -> int: ...
+    def read_u64(self, address: int) -> int: ...
+    def write_u32(self, address: int, value: int) -> None: ...
+    def write_u64(self, address: int, value: int) -> None: ...
 
 
 def walk_page_tables(
@@ -102,7 +102,7 @@ def walk_page_tables(
     else:
         linear &= 0xFFFF_FFFF
         pdpte_addr = (mode.cr3 & 0xFFFF_FFE0) + ((linear >> 30) & 3) * 8
-        pdpte = struct.unpack("<Q", mem.read(pdpte_addr, 8))[0]
+        pdpte = mem.read_u64(pdpte_addr)
         if not pdpte & PTE_P:
             raise PageFault(linear, base_code)
         levels = [(21, 0x1FF), (12, 0x1FF)]
@@ -112,8 +112,7 @@ def walk_page_tables(
     used: list[tuple[int, int]] = []  # (entry address, entry value)
     for depth, (shift, mask) in enumerate(levels):
         addr = table + ((linear >> shift) & mask) * entry_size
-        raw = mem.read(addr, entry_size)
-        entry = struct.unpack("<Q" if entry_size == 8 else "<I", raw)[0]
+        entry = mem.read_u64(addr) if entry_size == 8 else mem.read_u32(addr)
         if not entry & PTE_P:
             raise PageFault(linear, base_code)
         used.append((addr, entry))
@@ -151,10 +150,10 @@ def _large_pages_allowed(mode: PagingMode, shift: int, entry_size: int) -> bool:
 
 
 def _set_accessed_dirty(mem: PhysicalMemory, used: list[tuple[int, int]], size: int, write: bool) -> None:
-    fmt = "<Q" if size == 8 else "<I"
+    store = mem.write_u64 if size == 8 else mem.write_u32
     for i, (addr, entry) in enumerate(used):
         new = entry | PTE_A
         if write and i == len(used) - 1:
             new |= PTE_D
         if new != entry:
-            mem.write(addr, struct.pack(fmt, new))
+            store(addr, new)

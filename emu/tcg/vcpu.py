@@ -74,6 +74,7 @@ class TcgVCpu(VCpu):
         self._block_sizes: dict[tuple[int, int], int] = {}
         self._disassemblers: dict[str, object] = {}
         self._hook_error: BaseException | None = None
+        self._ctx_fresh = False  # self.ctx holds the current CPU state (nothing ran since save)
         self._io_count = 0  # port IO is the hot path: counted here, folded into stats by run()
         self._io_ns = 0
         # IN/OUT are registered as raw C callbacks: the binding's wrapper costs ~1 us per call.
@@ -233,6 +234,7 @@ class TcgVCpu(VCpu):
             self._pending = None
             self._syscall = None
             self._handler_ns = 0
+            self._ctx_fresh = False
             start = _ns()
             try:
                 self.uc.emu_start(self._reg(UC_X86_REG_RIP), UNTIL)
@@ -271,6 +273,7 @@ class TcgVCpu(VCpu):
 
     def _deliver(self, event: Event, reason: ExitReason) -> None:
         """Deliver `event` to the guest (the context must have been saved just now)."""
+        self._ctx_fresh = False
         t = _ns()
         rflags = self._reg(UC_X86_REG_RFLAGS)
         try:
@@ -321,10 +324,12 @@ class TcgVCpu(VCpu):
         if not self._reg(UC_X86_REG_RFLAGS) & RFLAGS_IF:
             return False
         self.ctx.save()
+        self._ctx_fresh = True  # inject_interrupt, if it comes next, need not save again
         return not self.ctx.interrupt_shadow
 
     def inject_interrupt(self, vector: int) -> None:
-        self.ctx.save()
+        if not self._ctx_fresh:
+            self.ctx.save()
         self._deliver(Event(vector, EventKind.EXTERNAL), ExitReason.INTERRUPT)
 
     def request_interrupt_window(self, on: bool) -> None:
@@ -355,6 +360,7 @@ class TcgVCpu(VCpu):
         return state
 
     def set_state(self, state: CpuState) -> None:
+        self._ctx_fresh = False
         ctx = self.ctx
         ctx.save()
         for i, name in enumerate(GPR_NAMES):

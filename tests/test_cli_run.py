@@ -1,0 +1,64 @@
+"""The CLI end to end: exit statuses, a triple fault, --stats and --stats-json, on both backends."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from guestenv import ACCELS
+
+from emu.loader.multiboot_image import build_multiboot_elf
+
+FIRMWARE = Path(__file__).resolve().parents[1] / "firmware" / "build"
+# 32-bit entry code: lidt of an empty IDT, then ud2: #UD -> #GP -> #DF -> shutdown.
+TRIPLE_FAULT = bytes.fromhex("0f011d 00000000" "0f0b")  # lidt [0]; ud2  (IDTR limit = word at 0)
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "emu", *args], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=120)  # fmt: skip
+
+
+@pytest.mark.parametrize("accel", ACCELS)
+def test_triple_fault_is_one_line_and_status_4(tmp_path: Path, accel: str) -> None:
+    image = tmp_path / "triple.elf"
+    image.write_bytes(build_multiboot_elf(TRIPLE_FAULT))
+    result = run("--accel", accel, str(image))
+    assert result.returncode == 4, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert "triple fault" in lines[0] and "RIP=" in lines[0]
+    if accel == "tcg":  # emu delivers each fault itself, so it can name the chain
+        assert "#UD -> #GP(0x32) -> #DF(0x0) -> #GP(0x42)" in lines[0]
+
+
+@pytest.mark.parametrize("accel", ACCELS)
+def test_stats_json_and_table(tmp_path: Path, accel: str) -> None:
+    out = tmp_path / "stats.json"
+    result = run("--accel", accel, "--stats", "--stats-json", str(out), str(FIRMWARE / "irqs64.elf"))
+    assert result.returncode == 1
+    stats = json.loads(out.read_text())
+    for key in ("accel", "exits", "instructions", "guest_seconds", "host_seconds"):
+        assert key in stats
+    assert stats["accel"] == accel
+    assert stats["exits"]["io"] > 100  # every character of the transcript is an OUT at least
+    assert stats["exits"]["hlt"] >= 20  # the timer test sleeps between its 20 ticks
+    assert stats["exits"]["interrupt" if accel == "tcg" else "io"] >= 20
+    assert stats["guest_seconds"] > 0 and stats["host_seconds"] >= 0
+    assert (stats["instructions"] or 0) > 1000 if accel == "tcg" else stats["instructions"] is None
+    assert "exit reason" in result.stderr and f"emu statistics ({accel})" in result.stderr
+    assert "hlt" in result.stderr and "time: guest" in result.stderr
+
+
+def test_unmapped_ports_are_counted(tmp_path: Path) -> None:
+    """A PC's unmapped port reads all ones and drops writes; emu counts and shows both."""
+    code = bytes.fromhex("66ba3412" "ec" "e6f4")  # mov dx, 0x1234; in al, dx; out 0xf4, al
+    image = tmp_path / "unmapped.elf"
+    image.write_bytes(build_multiboot_elf(code))
+    out = tmp_path / "stats.json"
+    result = run("--stats-json", str(out), str(image))
+    assert result.returncode == ((0xFF << 1) | 1) & 0xFF  # al = 0xff (unmapped port) to 0xf4; 8-bit status
+    assert json.loads(out.read_text())["unmapped_port_reads"] == {"0x1234": 1}
