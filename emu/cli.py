@@ -32,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", metavar="IMAGE", help="multiboot v1 kernel (ELF32, as qemu -kernel takes)")
     p.add_argument("--accel", choices=("tcg", "kvm"), default="tcg", help="how to run guest code (default tcg)")
     p.add_argument("-m", dest="memory", default="128", metavar="MiB", help="guest RAM in MiB (default 128)")
-    p.add_argument("--append", default="", metavar="CMDLINE", help="kernel command line")
+    p.add_argument("--append", "-append", default="", metavar="CMDLINE", help="kernel command line")
+    p.add_argument("--initrd", "-initrd", default="", metavar="FILE[,FILE...]",
+                   help="multiboot modules, comma-separated (as qemu -initrd gives them)")
     p.add_argument("--stats", action="store_true", help="print exits, instructions and time at exit")
     p.add_argument("--stats-json", metavar="PATH", help="write the same statistics as JSON")
     p.add_argument("--version", action="version", version=f"emu {__version__}")
@@ -81,6 +83,14 @@ def check_image(path: Path) -> None:
         raise EmuError(f"{path}: truncated image ({size} bytes)")
 
 
+def parse_modules(text: str) -> list[Path]:
+    modules = [Path(item) for item in text.split(",") if item]
+    for module in modules:
+        if not module.is_file():
+            raise EmuError(f"--initrd {module}: no such file")
+    return modules
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     machine = None
@@ -91,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         check_image(image)
         config = MachineConfig(kernel=image, accel=args.accel, memory_mib=parse_memory(args.memory),
                                append=args.append, count_instructions=args.stats or bool(args.stats_json),
-                               display_name=args.image)  # fmt: skip
+                               display_name=args.image, modules=parse_modules(args.initrd))  # fmt: skip
         machine = Machine(config)
         status = machine.run()
     except (EmuError, GuestError) as err:

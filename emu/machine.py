@@ -54,6 +54,7 @@ class MachineConfig:
     append: str = ""
     count_instructions: bool = False
     display_name: str | None = None
+    modules: list[Path] = field(default_factory=list)
 
 
 class Kicker(threading.Thread):
@@ -150,7 +151,7 @@ class Machine:
         self._reset_requested = False
         self._poll_window = self.accel.name == "tcg"
         name = cfg.display_name or str(cfg.kernel)
-        state = multiboot.boot(cfg.kernel, name, self.memory, cfg.append)
+        state = multiboot.boot(cfg.kernel, name, self.memory, cfg.append, cfg.modules)
         self.vcpu.set_state(state)
 
     # devices ---------------------------------------------------------------------------------

@@ -99,3 +99,8 @@ def test_good_image_exits_through_debug_port(tmp_path: Path) -> None:
     result = run_emu(str(tmp_path / "ok.elf"))
     assert result.returncode == (0x21 << 1) | 1, result.stderr
     assert result.stderr == ""
+
+
+def test_missing_module(tmp_path: Path) -> None:
+    (tmp_path / "ok.elf").write_bytes(build_multiboot_elf(HALT))
+    assert_one_line_error(run_emu("--initrd", str(tmp_path / "nope"), str(tmp_path / "ok.elf")), "--initrd")
