@@ -6,6 +6,10 @@
  * but the work of each tick. Under KVM a `hlt` exits to the VMM (KVM_EXIT_HLT with a
  * userspace irqchip), which sleeps until the next timer; under emu's tcg the same happens
  * when Unicorn returns at the `hlt`. tests/test_idle.py measures the host CPU it costs.
+ *
+ * With "spin" on the command line the guest busy-waits with interrupts enabled instead of
+ * halting, so each tick must interrupt running guest code: the VMM has to kick the vCPU out
+ * of emu_start / KVM_RUN at the timer's deadline (tests/test_cli_run.py).
  */
 #include "lib.h"
 
@@ -20,6 +24,18 @@
 
 static volatile int ticks;
 
+static int has_word(const char *s, const char *word)
+{
+    for (; *s; s++) {
+        const char *a = s, *b = word;
+        while (*b && *a == *b)
+            a++, b++;
+        if (!*b && (*a == 0 || *a == ' '))
+            return 1;
+    }
+    return 0;
+}
+
 int guest_trap(struct trap_frame *f)
 {
     if (f->vector != IRQ_BASE)  /* IRQ 0, the only line unmasked */
@@ -33,7 +49,7 @@ int guest_trap(struct trap_frame *f)
 int guest_main(u32 magic, struct multiboot_info *mbi)
 {
     (void)magic;
-    (void)mbi;
+    int spin = (mbi->flags & MB_INFO_CMDLINE) && has_word((const char *)(ulong)mbi->cmdline, "spin");
     outb(PIC1_CMD, 0x11);       /* ICW1..ICW4 as in irqs.c: vectors 0x20-0x2f, 8086 mode */
     outb(PIC2_CMD, 0x11);
     outb(PIC1_DATA, IRQ_BASE);
@@ -47,6 +63,14 @@ int guest_main(u32 magic, struct multiboot_info *mbi)
     outb(0x43, 0x34);           /* PIT channel 0, lobyte/hibyte, mode 2 (rate generator) */
     outb(0x40, (PIT_HZ / HZ) & 0xff);
     outb(0x40, (PIT_HZ / HZ) >> 8);
+    if (spin) {
+        __asm__ volatile("sti" ::: "memory");
+        while (ticks < TICKS)
+            ;
+        __asm__ volatile("cli" ::: "memory");
+        kprintf("idle: %d ticks at %d Hz, spinning with interrupts on between them\n", ticks, HZ);
+        return 0;
+    }
     while (ticks < TICKS)
         __asm__ volatile("sti; hlt; cli" ::: "memory");
     kprintf("idle: %d ticks at %d Hz, asleep in hlt between them\n", ticks, HZ);

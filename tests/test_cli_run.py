@@ -62,3 +62,16 @@ def test_unmapped_ports_are_counted(tmp_path: Path) -> None:
     result = run("--stats-json", str(out), str(image))
     assert result.returncode == ((0xFF << 1) | 1) & 0xFF  # al = 0xff (unmapped port) to 0xf4; 8-bit status
     assert json.loads(out.read_text())["unmapped_port_reads"] == {"0x1234": 1}
+
+
+@pytest.mark.parametrize("accel", ACCELS)
+def test_timer_interrupts_a_spinning_guest(tmp_path: Path, accel: str) -> None:
+    """Ticks must reach a guest that never exits by itself: the kicker stops the vCPU at each
+    PIT deadline (emu_stop on tcg, SIGUSR1 + immediate_exit on kvm)."""
+    out = tmp_path / "stats.json"
+    result = run("--accel", accel, "--append", "spin", "--stats-json", str(out), str(FIRMWARE / "idle64.elf"))
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == "idle: 100 ticks at 100 Hz, spinning with interrupts on between them\n"
+    stats = json.loads(out.read_text())
+    assert stats["exits"]["kick"] >= 100 and stats["exits"]["interrupt"] == 100
+    assert stats["exits"].get("hlt", 0) == 0
