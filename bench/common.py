@@ -39,6 +39,19 @@ def write_image(code: bytes, directory: Path, name: str) -> Path:
     return path
 
 
+def emu_seconds(image: Path, accel: str = "tcg") -> float:
+    """Wall time of `Machine.run()` for `image` (built by this module: it exits with status 1)."""
+    from emu.machine import Machine, MachineConfig
+
+    machine = Machine(MachineConfig(kernel=image, accel=accel))
+    try:
+        elapsed = timed(machine.run)
+        assert machine.exit_status == 1, machine.exit_status
+        return elapsed
+    finally:
+        machine.close()
+
+
 def best_of(runs: int, fn: Callable[[], float]) -> float:
     """The fastest of `runs` timings (the least disturbed by other load on a 2-core machine)."""
     return min(fn() for _ in range(runs))

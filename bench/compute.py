@@ -12,20 +12,11 @@ from __future__ import annotations
 
 import argparse
 
-from common import ENTRY, best_of, exit_offset, loop_code, qemu_seconds, tempdir, timed, write_image
+from common import ENTRY, best_of, emu_seconds, exit_offset, loop_code, qemu_seconds, tempdir, timed, write_image
 from unicorn import UC_ARCH_X86, UC_MODE_32, Uc
 
-from emu.machine import Machine, MachineConfig
 
 
-def emu_seconds(image, accel: str = "tcg") -> float:
-    machine = Machine(MachineConfig(kernel=image, accel=accel))
-    try:
-        elapsed = timed(machine.run)
-        assert machine.exit_status == 1, machine.exit_status
-        return elapsed
-    finally:
-        machine.close()
 
 
 def raw_unicorn_seconds(code: bytes) -> float:

@@ -21,23 +21,14 @@ import fcntl
 import mmap
 import os
 
-from common import ENTRY, best_of, exit_offset, loop_code, tempdir, timed, write_image
+from common import ENTRY, best_of, emu_seconds, exit_offset, loop_code, tempdir, timed, write_image
 from unicorn import UC_ARCH_X86, UC_HOOK_INSN, UC_MODE_32, Uc
 from unicorn.x86_const import UC_X86_INS_OUT
 
-from emu.machine import Machine, MachineConfig
 
 OUT_0X80 = b"\xe6\x80"  # out 0x80, al
 
 
-def emu_seconds(image, accel: str) -> float:
-    machine = Machine(MachineConfig(kernel=image, accel=accel))
-    try:
-        elapsed = timed(machine.run)
-        assert machine.exit_status == 1, machine.exit_status
-        return elapsed
-    finally:
-        machine.close()
 
 
 def raw_unicorn_seconds(code: bytes) -> float:
