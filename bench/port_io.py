@@ -20,6 +20,7 @@ import ctypes
 import fcntl
 import mmap
 import os
+import time
 
 from common import ENTRY, best_of, emu_seconds, exit_offset, loop_code, tempdir, timed, write_image
 from unicorn import UC_ARCH_X86, UC_HOOK_INSN, UC_MODE_32, Uc
@@ -65,22 +66,18 @@ def bare_kvm_seconds(code: bytes) -> float:
     regs = api.kvm_regs()
     regs.rip, regs.rflags = ENTRY, 2
     api.ioctl(vcpu, api.KVM_SET_REGS, ctypes.byref(regs))
-    exits = 0
-
-    def loop() -> None:
-        nonlocal exits
-        while True:
-            fcntl.ioctl(vcpu, api.KVM_RUN, 0)
-            exits += 1
-            if exit_reason.value != api.KVM_EXIT_IO:
-                raise RuntimeError(f"unexpected exit {exit_reason.value}")
-            if run_map[34] != 0x80:  # kvm_run.io.port (offset 34): the final out to 0xf4
-                return
-
+    start = time.perf_counter()
+    while True:
+        fcntl.ioctl(vcpu, api.KVM_RUN, 0)
+        if exit_reason.value != api.KVM_EXIT_IO:
+            raise RuntimeError(f"unexpected exit {exit_reason.value}")
+        if run_map[34] != 0x80:  # kvm_run.io.port (offset 34): the final out to 0xf4
+            break
+    elapsed = time.perf_counter() - start
+    del exit_reason  # release the buffer export so the mapping can close
     try:
-        return timed(loop)
+        return elapsed
     finally:
-        del exit_reason
         run_map.close()
         for fd in (vcpu, vm, kvm):
             os.close(fd)

@@ -13,6 +13,9 @@ class EmuError(Exception):
 
 
 class GuestError(Exception):
-    """The guest stopped abnormally (triple fault, emulation failure): one line, exit status 4 (even, so never a debug-exit status)."""
+    """The guest stopped abnormally (triple fault, emulation failure): one line, exit status 4.
+
+    4 is even, so it can never be mistaken for an isa-debug-exit status, (value << 1) | 1.
+    """
 
     exit_status = 4

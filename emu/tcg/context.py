@@ -180,7 +180,7 @@ class SavedContext:
     def recompute_hflags(self, rflags: int) -> None:
         """Recompute hflags from CR0/CR4/EFER and the CS/SS/DS/ES caches (QEMU's rules)."""
         cr0, cr4, efer = self.cr(0), self.cr(4), self.efer
-        _, cs_base, _, cs_flags = self.raw_segment(1)
+        cs_flags = self.raw_segment(1)[3]
         _, ss_base, _, ss_flags = self.raw_segment(2)
         _, ds_base, _, _ = self.raw_segment(3)
         _, es_base, _, _ = self.raw_segment(0)
@@ -209,7 +209,6 @@ class SavedContext:
                 hf |= HF_ADDSEG
             elif ds_base | es_base | ss_base:
                 hf |= HF_ADDSEG
-        _ = cs_base
         self.hflags = hf
 
     def end_of_delivery(self) -> None:

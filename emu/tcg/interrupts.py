@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..accel import (CR0_PE, EFER_LMA, RFLAGS_AC, RFLAGS_IF, RFLAGS_NT, RFLAGS_RF, RFLAGS_TF,
                      RFLAGS_VM)  # fmt: skip
-from ..memory import GuestMemoryError
+from ..memory import GuestMemory, GuestMemoryError
 from ..mmu.linear import LinearMemory
 from ..mmu.walk import PageFault, PagingMode
 from .context import DESC_B, DESC_L, SavedContext
@@ -85,12 +85,13 @@ class UnsupportedDelivery(Exception):
 
 @dataclass
 class Delivery:
-    """Delivers events into the CPU held in `ctx` (saved), touching memory through `linear`."""
+    """Delivers events into the CPU held in `ctx` (saved), reading and pushing through guest RAM."""
 
     ctx: SavedContext
-    memory_linear: LinearMemory | None = None
+    memory: GuestMemory
+    memory_linear: LinearMemory = field(init=False)
 
-    def deliver(self, event: Event, rflags: int, memory) -> tuple[int, list[Event], int | None]:
+    def deliver(self, event: Event, rflags: int) -> tuple[int, list[Event], int | None]:
         """Deliver `event` (escalating to #DF or a triple fault) and return (new RFLAGS, chain, CR2).
 
         On return `ctx` holds the handler's CS/SS/RSP/RIP; the caller restores it.
@@ -100,7 +101,7 @@ class Delivery:
         while True:
             try:
                 mode = PagingMode(self.ctx.cr(0), self.ctx.cr(3), self.ctx.cr(4), self.ctx.efer)
-                self.memory_linear = LinearMemory(memory, mode)
+                self.memory_linear = LinearMemory(self.memory, mode)
                 return self._deliver_once(event, rflags), chain, cr2
             except DeliveryFault as fault:
                 nested = Event(fault.vector, EventKind.EXCEPTION, fault.error_code)

@@ -22,7 +22,8 @@ import ctypes
 import threading
 import time
 
-from unicorn import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_INSN_INVALID, UC_HOOK_BLOCK, UC_HOOK_INSN, UC_HOOK_INTR, Uc, UcError
+from unicorn import (UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_INSN_INVALID, UC_HOOK_BLOCK, UC_HOOK_INSN,
+                     UC_HOOK_INTR, Uc, UcError)  # fmt: skip
 from unicorn.unicorn_py3.unicorn import uclib
 from unicorn.x86_const import (UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_INS_SYSCALL,
                                UC_X86_INS_SYSENTER, UC_X86_REG_CR8, UC_X86_REG_EAX, UC_X86_REG_EBX,
@@ -277,7 +278,7 @@ class TcgVCpu(VCpu):
         t = _ns()
         rflags = self._reg(UC_X86_REG_RFLAGS)
         try:
-            new_flags, chain, _ = Delivery(self.ctx).deliver(event, rflags, self.memory)
+            new_flags, chain, _ = Delivery(self.ctx, self.memory).deliver(event, rflags)
         except TripleFault as tf:
             self._shutdown = f"triple fault: {tf} at RIP={self.ctx.rip:#x}"
         except UnsupportedDelivery as err:
@@ -299,8 +300,8 @@ class TcgVCpu(VCpu):
                 new_flags = fast.syscall(self.ctx.rip, rflags, self._msr(MSR_STAR), self._msr(MSR_LSTAR),
                                          self._msr(MSR_CSTAR), self._msr(MSR_SFMASK))  # fmt: skip
             else:
-                new_flags = fast.sysenter(rflags, self._msr(MSR_IA32_SYSENTER_CS),
-                                          self._msr(MSR_IA32_SYSENTER_ESP), self._msr(MSR_IA32_SYSENTER_EIP))  # fmt: skip
+                msrs = (MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_ESP, MSR_IA32_SYSENTER_EIP)
+                new_flags = fast.sysenter(rflags, *(self._msr(m) for m in msrs))
         except (InvalidOpcode, GeneralProtection) as err:
             self.ctx.rip -= 2  # the fault is reported at the instruction itself
             vector, code = (6, None) if isinstance(err, InvalidOpcode) else (13, 0)
