@@ -44,6 +44,7 @@ from .memory import GuestMemory
 
 COM1_BASE, COM1_IRQ = 0x3F8, 4
 WINDOW_POLL_NS = 200_000  # tcg: how often to look for IF=1 while an interrupt waits
+INPUT_POLL_NS = 1_000_000  # how often to offer held-back terminal input to a full UART
 
 
 @dataclass
@@ -226,8 +227,9 @@ class Machine:
             window = self._update_interrupts()
             deadline = self.clock.next_deadline()
             if window and self._poll_window:
-                poll = time.monotonic_ns() + WINDOW_POLL_NS
-                deadline = poll if deadline is None else min(deadline, poll)
+                deadline = _earliest(deadline, time.monotonic_ns() + WINDOW_POLL_NS)
+            if self._pending_input:  # the UART was full: come back when the guest may have read
+                deadline = _earliest(deadline, time.monotonic_ns() + INPUT_POLL_NS)
             kicker.schedule(deadline)
             self._in_guest = True
             try:
@@ -284,12 +286,16 @@ class Machine:
             print("emu: guest halted with interrupts disabled; nothing can wake it", file=sys.stderr)
             return False
         start = time.monotonic_ns()
-        while self.exit_status is None and not self.pic.has_interrupt():
+        while self.exit_status is None:
+            self._service_devices()
+            if self.pic.has_interrupt():
+                break
             deadline = self.clock.next_deadline()
+            if self._pending_input:
+                deadline = _earliest(deadline, time.monotonic_ns() + INPUT_POLL_NS)
             timeout = None if deadline is None else max(0, deadline - time.monotonic_ns()) / 1e9
             self._wake.wait(timeout)
             self._wake.clear()
-            self._service_devices()
         self.idle_ns += time.monotonic_ns() - start
         self.vcpu.stats.idle_ns = self.idle_ns
         return True
@@ -297,6 +303,10 @@ class Machine:
     def close(self) -> None:
         self.vcpu.close()
         self.accel.close()
+
+
+def _earliest(deadline: int | None, other: int) -> int:
+    return other if deadline is None else min(deadline, other)
 
 
 def _main_thread() -> bool:

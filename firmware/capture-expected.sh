@@ -14,7 +14,7 @@
 # The command line below is the contract: tests/firmware/test_qemu_reference.py uses the
 # same one, and an emulator that wants to match these transcripts must give the guests
 # the same machine: 128 MiB, COM1, isa-debug-exit at 0xf4, and the multiboot command
-# line "<kernel path> answer=42 greeting=hello".
+# line "<kernel path> answer=42 greeting=hello", and "emu" on COM1's input (stdin).
 set -eu
 cd "$(dirname "$0")"
 
@@ -24,10 +24,13 @@ APPEND="answer=42 greeting=hello"
 ALL="hello32 hello64 exceptions32 exceptions64 rings32 rings64 irqs32 irqs64 modes"
 GUESTS=${*:-$ALL}
 
+# The terminal input every guest gets on COM1: irqs reads it through IRQ 4.
+INPUT="emu"
+
 run() {
-    timeout "${TIMEOUT:-60}" "$QEMU" -accel "$ACCEL" -nodefaults -display none -no-reboot \
-        -m 128M -serial stdio -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
-        -kernel "build/$1.elf" -append "$APPEND" </dev/null 2>/dev/null
+    printf '%s' "$INPUT" | timeout "${TIMEOUT:-60}" "$QEMU" -accel "$ACCEL" -nodefaults -display none \
+        -no-reboot -m 128M -serial stdio -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+        -kernel "build/$1.elf" -append "$APPEND" 2>/dev/null
 }
 
 for g in $GUESTS; do
@@ -38,6 +41,9 @@ for g in $GUESTS; do
         run "$g" >"expected/$g.txt"
         status=$?
         echo "$status" >"expected/$g.status"
+        # Where QEMU TCG is known to be wrong, keep the architectural line (declared, with the
+        # reason, in tests/firmware/qemu_differences.py).
+        python3 ../tests/firmware/qemu_differences.py "expected/$g.txt"
     else
         run "$g" >"/tmp/$g.$ACCEL.txt"
         status=$?

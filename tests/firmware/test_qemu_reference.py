@@ -22,6 +22,7 @@ EXPECTED = FIRMWARE / "expected"
 GUESTS = sorted(p.stem for p in EXPECTED.glob("*.txt"))
 QEMU = shutil.which("qemu-system-x86_64")
 APPEND = "answer=42 greeting=hello"  # the multiboot command line after the kernel path
+TERMINAL_INPUT = b"emu"  # what every guest gets on COM1's input (irqs reads it through IRQ 4)
 
 
 def qemu_command(guest: str, accel: str = "tcg") -> list[str]:
@@ -49,7 +50,7 @@ def test_every_guest_has_expectations():
 @pytest.mark.parametrize("guest", GUESTS)
 def test_transcript_matches_qemu_tcg(guest: str):
     proc = subprocess.run(
-        qemu_command(guest), stdin=subprocess.DEVNULL, capture_output=True, timeout=60
+        qemu_command(guest), input=TERMINAL_INPUT, capture_output=True, timeout=60
     )
     expected = qemu_transcript(guest, (EXPECTED / f"{guest}.txt").read_bytes())
     if proc.stdout != expected:
