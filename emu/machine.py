@@ -201,7 +201,9 @@ class Machine:
         terminal = TerminalInput(self)
         terminal.start()
         self._terminal = terminal
-        previous = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
+        previous = {}
+        if _main_thread():  # Ctrl-C and SIGTERM end the run cleanly: output flushed, stats written
+            previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         start = time.monotonic_ns()
         try:
             return self._loop(kicker)
@@ -209,11 +211,11 @@ class Machine:
             self.wall_ns = time.monotonic_ns() - start
             kicker.stop()
             self.uart.flush()
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
-    def _on_sigint(self, _signum: int, _frame: object) -> None:
-        self.request_exit(130)
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.request_exit(128 + signum)  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
 
     def _loop(self, kicker: Kicker) -> int:
         vcpu = self.vcpu
