@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--append", "-append", default="", metavar="CMDLINE", help="kernel command line")
     p.add_argument("--initrd", "-initrd", default="", metavar="FILE[,FILE...]",
                    help="multiboot modules, comma-separated (as qemu -initrd gives them)")
+    p.add_argument("--mmu", choices=("shadow", "unicorn"), default="shadow",
+                   help="tcg only: emu's shadow-paging MMU (default) or Unicorn's own page walker")
     p.add_argument("--stats", action="store_true", help="print exits, instructions and time at exit")
     p.add_argument("--stats-json", metavar="PATH", help="write the same statistics as JSON")
     p.add_argument("--version", action="version", version=f"emu {__version__}")
@@ -101,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         check_image(image)
         config = MachineConfig(kernel=image, accel=args.accel, memory_mib=parse_memory(args.memory),
                                append=args.append, count_instructions=args.stats or bool(args.stats_json),
-                               display_name=args.image, modules=parse_modules(args.initrd))  # fmt: skip
+                               display_name=args.image, modules=parse_modules(args.initrd),
+                               mmu=args.mmu)  # fmt: skip
         machine = Machine(config)
         status = machine.run()
     except (EmuError, GuestError) as err:

@@ -56,6 +56,7 @@ class MachineConfig:
     count_instructions: bool = False
     display_name: str | None = None
     modules: list[Path] = field(default_factory=list)
+    mmu: str = "shadow"  # tcg: "shadow" (emu's MMU) or "unicorn" (Unicorn's own walker)
 
 
 class Kicker(threading.Thread):
@@ -319,7 +320,7 @@ def _create_accelerator(cfg: MachineConfig, memory: GuestMemory) -> Accelerator:
     if cfg.accel == "tcg":
         from .tcg.accel import TcgAccelerator
 
-        return TcgAccelerator(memory, count_instructions=cfg.count_instructions)
+        return TcgAccelerator(memory, count_instructions=cfg.count_instructions, mmu=cfg.mmu)
     if cfg.accel == "kvm":
         from .kvm_accel.vm import KvmAccelerator
 

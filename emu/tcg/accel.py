@@ -25,8 +25,9 @@ class TcgAccelerator(Accelerator):
     name = "tcg"
 
     def __init__(self, memory: GuestMemory, cpu_model: CpuModel | None = None,
-                 count_instructions: bool = False) -> None:  # fmt: skip
+                 count_instructions: bool = False, mmu: str = "unicorn") -> None:  # fmt: skip
         self.memory = memory
+        self.mmu = mmu
         self.cpu_model = cpu_model or emu64()
         self.count_instructions = count_instructions
         try:
