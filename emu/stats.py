@@ -33,7 +33,18 @@ def collect(machine: "Machine") -> dict:
         "unmapped_port_reads": {f"{p:#x}": n for p, n in sorted(machine.buses.ports.unmapped_reads.items())},
         "unmapped_port_writes": {f"{p:#x}": n for p, n in sorted(machine.buses.ports.unmapped_writes.items())},
         "exit_status": machine.exit_status,
+        "mmu": mmu_stats(machine),
     }
+
+
+def mmu_stats(machine: "Machine") -> dict:
+    """tcg: emu's shadow-MMU counters, or which walker ran; kvm: see emu.kvm_accel."""
+    softmmu = getattr(machine.vcpu, "softmmu", None)
+    if softmmu is not None:
+        return {"translation": "emu shadow MMU", **softmmu.counters.as_dict()}
+    if machine.accel.name == "tcg":
+        return {"translation": "unicorn walker (UC_TLB_CPU): no counters"}
+    return {"translation": "kvm"}
 
 
 def report_table(machine: "Machine") -> str:
@@ -46,6 +57,16 @@ def report_table(machine: "Machine") -> str:
         lines.append(f"instructions    {data['instructions']:>10}")
     lines.append(f"time: guest {data['guest_seconds']:.3f} s, emulator {data['host_seconds']:.3f} s, "
                  f"idle {data['idle_seconds']:.3f} s, wall {data['wall_seconds']:.3f} s")  # fmt: skip
+    mmu = data["mmu"]
+    if "walks" in mmu:
+        flushes = ", ".join(f"{cause} {n}" for cause, n in mmu["flushes"].items())
+        lines.append(f"mmu (shadow): {mmu['walks']} walks, {mmu['shadow_hits']} shadow hits, "
+                     f"{mmu['uncached_fills']} uncached fills, {mmu['pt_write_traps']} page-table write traps "
+                     f"({mmu['dropped_entries']} entries dropped), {mmu['ad_writes']} A/D writes, "
+                     f"{mmu['page_faults']} #PF, {mmu['walker_disagreements']} walker disagreements")  # fmt: skip
+        lines.append(f"mmu flushes: {flushes or 'none'}")
+    else:
+        lines.append(f"mmu: {mmu['translation']}")
     for kind in ("reads", "writes"):
         ports = data[f"unmapped_port_{kind}"]
         if ports:

@@ -9,13 +9,19 @@ rooted at CR3. Which tree depends on CR0.PG, CR4.PAE and EFER.LMA:
 
 Each entry grants P (present), R/W and U/S; in 8-byte entries bit 63 is XD (no-execute, when
 EFER.NXE). Rights combine across levels: writable only if every level allows it, user only if
-every level does (§4.6). Supervisor writes ignore R/W unless CR0.WP. On success the walk sets
-the Accessed bit in every entry it used and, for a write, the Dirty bit in the final one, in
-guest memory, as the hardware does (§4.8). A failed walk is a page fault whose error code says
-why (§4.7): P (protection, not absence), W/R, U/S, RSVD, I/D.
+every level does (§4.6). Supervisor writes ignore R/W unless CR0.WP; with CR4.SMEP the
+supervisor may not fetch from user pages, with CR4.SMAP it may not read or write them unless
+RFLAGS.AC is set. An entry with a reserved bit set (address bits at or above MAXPHYADDR, XD
+without EFER.NXE, PS where no large page can be) faults with RSVD (§4.7). On success the walk
+sets the Accessed bit in every entry it used and, for a write, the Dirty bit in the final one,
+in guest memory, as the hardware does (§4.8). A failed walk is a page fault whose error code
+says why (§4.7): P (protection, not absence), W/R, U/S, RSVD, I/D.
 
-This walker is used by emu's own interrupt delivery on tcg (stack pushes, IDT and TSS reads are
-accesses by linear address) and is the source of truth for the shadow MMU.
+A table outside RAM reads as all ones, as unassigned memory does on a PC: present, with
+reserved bits set, so such a walk ends in an RSVD fault, never in a host error.
+
+This walker is the single source of truth for the tcg MMU (emu.mmu.shadow caches its results)
+and serves emu's own accesses by linear address (interrupt delivery).
 """
 
 from __future__ import annotations
@@ -24,11 +30,12 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..accel import CR0_PG, CR0_WP, CR4_PAE, CR4_PSE, EFER_LMA, EFER_NXE
+from ..accel import CR0_PG, CR0_WP, CR4_PAE, CR4_PSE, EFER_LMA, EFER_NXE, RFLAGS_AC
 
-PTE_P, PTE_RW, PTE_US, PTE_A, PTE_D, PTE_PS = 1 << 0, 1 << 1, 1 << 2, 1 << 5, 1 << 6, 1 << 7
+PTE_P, PTE_RW, PTE_US, PTE_A, PTE_D, PTE_PS, PTE_G = 1 << 0, 1 << 1, 1 << 2, 1 << 5, 1 << 6, 1 << 7, 1 << 8
 PTE_XD = 1 << 63
-ADDR_MASK_64 = 0x000F_FFFF_FFFF_F000  # bits 51:12 (MAXPHYADDR 52 at most)
+CR4_SMEP, CR4_SMAP = 1 << 20, 1 << 21
+MAXPHYADDR = 40  # emu's CPU model (CPUID 0x80000008), as Unicorn's Haswell model has it
 
 # #PF error code bits (SDM vol. 3A §4.7, figure 4-12)
 PF_P, PF_W, PF_U, PF_RSVD, PF_I = 1 << 0, 1 << 1, 1 << 2, 1 << 3, 1 << 4
@@ -48,6 +55,7 @@ class PagingMode:
     cr3: int
     cr4: int
     efer: int
+    rflags: int = 0  # only AC matters (SMAP)
 
     @property
     def enabled(self) -> bool:
@@ -57,19 +65,24 @@ class PagingMode:
 @dataclass(frozen=True)
 class Translation:
     physical: int
-    writable: bool
-    user: bool
+    writable: bool  # for the privilege the walk was made at (CR0.WP applied)
+    user: bool  # the page is a user page (U/S=1 at every level)
     executable: bool
     page_size: int
+    dirty: bool  # the leaf's D bit (after this walk)
+    global_: bool  # G in the leaf (CR4.PGE): survives CR3 loads on hardware
+    tables: tuple[int, ...]  # guest-physical frames of the tables this walk read
+    ad_writes: int  # how many A/D updates this walk wrote back
 
 
 class PageFault(Exception):
     """A walk that failed: deliver #PF with CR2 = `linear` and this error code."""
 
-    def __init__(self, linear: int, error_code: int) -> None:
+    def __init__(self, linear: int, error_code: int, tables: tuple[int, ...] = ()) -> None:
         super().__init__(f"#PF at {linear:#x} error code {error_code:#x}")
         self.linear = linear
         self.error_code = error_code
+        self.tables = tables
 
 
 class PhysicalMemory(Protocol):
@@ -81,79 +94,112 @@ class PhysicalMemory(Protocol):
     def write_u64(self, address: int, value: int) -> None: ...
 
 
+def _load(mem: PhysicalMemory, address: int, size: int) -> int:
+    try:
+        return mem.read_u64(address) if size == 8 else mem.read_u32(address)
+    except Exception:  # noqa: BLE001 - any unassigned address reads as all ones
+        return (1 << (8 * size)) - 1
+
+
+PHYS_MASK = ((1 << MAXPHYADDR) - 1) & ~0xFFF
+RSVD_HIGH = ((1 << 52) - 1) & ~((1 << MAXPHYADDR) - 1)  # bits 51:MAXPHYADDR
+
+
 def walk_page_tables(
     mem: PhysicalMemory, mode: PagingMode, linear: int, access: Access, user: bool, set_ad: bool = True
 ) -> Translation:
     """Translate `linear` for an access at user (CPL3) or supervisor privilege, or raise PageFault."""
     if not mode.enabled:
-        return Translation(linear & 0xFFFF_FFFF, True, True, True, 4096)
+        return Translation(linear & 0xFFFF_FFFF, True, True, True, 4096, True, False, (), 0)
     write = access is Access.WRITE
     fetch = access is Access.FETCH
-    nxe = bool(mode.efer & EFER_NXE)
-    base_code = (PF_W if write else 0) | (PF_U if user else 0) | (PF_I if fetch and nxe else 0)
+    nxe = bool(mode.efer & EFER_NXE) and bool(mode.cr4 & CR4_PAE)  # XD exists in 8-byte entries only
+    code = (PF_W if write else 0) | (PF_U if user else 0) | (PF_I if fetch and (nxe or mode.cr4 & CR4_SMEP) else 0)
+    tables: list[int] = []
+    used: list[tuple[int, int]] = []  # (entry address, entry value), to set A/D
 
-    if not mode.cr4 & CR4_PAE:
-        levels = [(22, 0x3FF), (12, 0x3FF)]
-        entry_size, table = 4, mode.cr3 & 0xFFFF_F000
+    if not mode.cr4 & CR4_PAE:  # 32-bit paging
         linear &= 0xFFFF_FFFF
-    elif mode.efer & EFER_LMA:
-        levels = [(39, 0x1FF), (30, 0x1FF), (21, 0x1FF), (12, 0x1FF)]
-        entry_size, table = 8, mode.cr3 & ADDR_MASK_64
-    else:
+        levels, size, table = ((22, 0x3FF), (12, 0x3FF)), 4, mode.cr3 & 0xFFFF_F000
+        rsvd_xd = 0
+    elif mode.efer & EFER_LMA:  # 4-level paging
+        levels, size, table = ((39, 0x1FF), (30, 0x1FF), (21, 0x1FF), (12, 0x1FF)), 8, mode.cr3 & PHYS_MASK
+        rsvd_xd = 0 if nxe else PTE_XD
+    else:  # PAE: the PDPTE selected by bits 31:30, then a page directory and a page table
         linear &= 0xFFFF_FFFF
-        pdpte_addr = (mode.cr3 & 0xFFFF_FFE0) + ((linear >> 30) & 3) * 8
-        pdpte = mem.read_u64(pdpte_addr)
+        tables.append(mode.cr3 & 0xFFFF_F000)
+        pdpte = _load(mem, (mode.cr3 & 0xFFFF_FFE0) + ((linear >> 30) & 3) * 8, 8)
         if not pdpte & PTE_P:
-            raise PageFault(linear, base_code)
-        levels = [(21, 0x1FF), (12, 0x1FF)]
-        entry_size, table = 8, pdpte & ADDR_MASK_64
+            raise PageFault(linear, code, tuple(tables))
+        if pdpte & (RSVD_HIGH | 0x1E6 | PTE_XD):  # bits 2:1, 8:5 and 63 are reserved in a PDPTE
+            raise PageFault(linear, code | PF_P | PF_RSVD, tuple(tables))
+        levels, size, table = ((21, 0x1FF), (12, 0x1FF)), 8, pdpte & PHYS_MASK
+        rsvd_xd = 0 if nxe else PTE_XD
 
-    writable = user_ok = executable = True
-    used: list[tuple[int, int]] = []  # (entry address, entry value)
+    writable = user_page = executable = True
     for depth, (shift, mask) in enumerate(levels):
-        addr = table + ((linear >> shift) & mask) * entry_size
-        entry = mem.read_u64(addr) if entry_size == 8 else mem.read_u32(addr)
+        tables.append(table)
+        addr = table + ((linear >> shift) & mask) * size
+        entry = _load(mem, addr, size)
         if not entry & PTE_P:
-            raise PageFault(linear, base_code)
+            raise PageFault(linear, code, tuple(tables))
+        last = depth == len(levels) - 1
+        large = not last and bool(entry & PTE_PS)
+        if size == 8:
+            reserved = RSVD_HIGH | rsvd_xd
+            if large and (depth == 0 and len(levels) == 4):
+                reserved |= PTE_PS  # no large pages in a PML4E
+            elif large:
+                reserved |= ((1 << shift) - 1) & ~0x1FFF  # a large frame's low address bits
+            if entry & reserved:
+                raise PageFault(linear, code | PF_P | PF_RSVD, tuple(tables))
+        elif large:
+            if not mode.cr4 & CR4_PSE:
+                large = False  # PS is ignored in a PDE without CR4.PSE
+            elif entry & (1 << 21):  # bit 21 of a 4 MiB PDE is reserved (PSE-36 uses 20:13)
+                raise PageFault(linear, code | PF_P | PF_RSVD, tuple(tables))
         used.append((addr, entry))
         writable &= bool(entry & PTE_RW)
-        user_ok &= bool(entry & PTE_US)
-        if entry_size == 8 and nxe and entry & PTE_XD:
+        user_page &= bool(entry & PTE_US)
+        if size == 8 and nxe and entry & PTE_XD:
             executable = False
-        last = depth == len(levels) - 1
-        large = not last and entry & PTE_PS and _large_pages_allowed(mode, shift, entry_size)
         if last or large:
             page_size = 1 << shift
-            if entry_size == 4 and large:  # 4 MiB page: bits 31:22, plus PSE-36 bits 20:13
+            if size == 4 and large:  # 4 MiB page: bits 31:22, plus PSE-36 bits 20:13
                 frame = (entry & 0xFFC0_0000) | ((entry >> 13) & 0xFF) << 32
             else:
-                frame = entry & ADDR_MASK_64 & ~(page_size - 1)
+                frame = entry & PHYS_MASK & ~(page_size - 1)
             break
-        table = entry & (ADDR_MASK_64 if entry_size == 8 else 0xFFFF_F000)
+        table = entry & (PHYS_MASK if size == 8 else 0xFFFF_F000)
 
+    smap = mode.cr4 & CR4_SMAP and not mode.rflags & RFLAGS_AC
     denied = (
-        (user and not user_ok)
+        (user and not user_page)
         or (write and not writable and (user or mode.cr0 & CR0_WP))
         or (fetch and not executable)
+        or (not user and user_page and fetch and mode.cr4 & CR4_SMEP)
+        or (not user and user_page and not fetch and smap)
     )
     if denied:
-        raise PageFault(linear, base_code | PF_P)
-    if set_ad:
-        _set_accessed_dirty(mem, used, entry_size, write)
-    return Translation(frame | (linear & (page_size - 1)), writable, user_ok, executable, page_size)
+        raise PageFault(linear, code | PF_P, tuple(tables))
+    leaf = used[-1][1]
+    ad = _set_accessed_dirty(mem, used, size, write) if set_ad else 0
+    effective_writable = writable or (not user and not mode.cr0 & CR0_WP)
+    return Translation(frame | (linear & (page_size - 1)), effective_writable, user_page, executable, page_size,
+                       bool(leaf & PTE_D) or write, bool(leaf & PTE_G), tuple(tables), ad)  # fmt: skip
 
 
-def _large_pages_allowed(mode: PagingMode, shift: int, entry_size: int) -> bool:
-    if entry_size == 4:
-        return bool(mode.cr4 & CR4_PSE)
-    return shift in (21, 30)  # 2 MiB PDEs always; 1 GiB PDPTEs in 4-level paging
-
-
-def _set_accessed_dirty(mem: PhysicalMemory, used: list[tuple[int, int]], size: int, write: bool) -> None:
+def _set_accessed_dirty(mem: PhysicalMemory, used: list[tuple[int, int]], size: int, write: bool) -> int:
     store = mem.write_u64 if size == 8 else mem.write_u32
+    writes = 0
     for i, (addr, entry) in enumerate(used):
         new = entry | PTE_A
         if write and i == len(used) - 1:
             new |= PTE_D
         if new != entry:
-            store(addr, new)
+            try:
+                store(addr, new)
+                writes += 1
+            except Exception:  # noqa: BLE001 - a table outside RAM: the write goes nowhere
+                pass
+    return writes

@@ -16,6 +16,8 @@ from ..accel import Accelerator, IoHandler, MemoryRegion
 from ..cpuid import CpuModel, emu64
 from ..errors import EmuError
 from ..memory import GuestMemory
+from .context import SavedContext
+from .softmmu import SoftMmu
 from .vcpu import TcgVCpu
 
 FOUR_GIB = 1 << 32
@@ -25,7 +27,7 @@ class TcgAccelerator(Accelerator):
     name = "tcg"
 
     def __init__(self, memory: GuestMemory, cpu_model: CpuModel | None = None,
-                 count_instructions: bool = False, mmu: str = "unicorn") -> None:  # fmt: skip
+                 count_instructions: bool = False, mmu: str = "shadow") -> None:  # fmt: skip
         self.memory = memory
         self.mmu = mmu
         self.cpu_model = cpu_model or emu64()
@@ -52,6 +54,10 @@ class TcgAccelerator(Accelerator):
         if index != 0 or self.vcpus:
             raise EmuError("--accel tcg runs one vCPU")
         vcpu = TcgVCpu(self.uc, self.memory, io, self.cpu_model, self.count_instructions)
+        if self.mmu == "shadow":
+            vcpu.softmmu = SoftMmu(self.uc, SavedContext(self.uc), self.memory)
+        elif self.mmu != "unicorn":
+            raise EmuError(f"--mmu {self.mmu}: choose shadow or unicorn")
         self._map_holes(vcpu)
         self.vcpus.append(vcpu)
         return vcpu
@@ -70,11 +76,15 @@ class TcgAccelerator(Accelerator):
         self.uc.mmio_map(base, size, vcpu._mmio_read, base, vcpu._mmio_write, base)
 
     def notify_host_write(self, guest_address: int, size: int) -> None:
-        """Drop translated code for host-written RAM (Unicorn does not notice such writes)."""
-        end = guest_address + size
-        self.uc.ctl_remove_cache(guest_address & ~0xFFF, (end + 0xFFF) & ~0xFFF)
+        """The host wrote guest RAM: drop translated code for it (Unicorn does not notice such
+        writes), and let the shadow MMU see a store to a page table. While Unicorn is running
+        (a write from inside a hook) the code invalidation waits until it returns."""
+        for vcpu in self.vcpus:
+            vcpu.host_wrote(guest_address, size)
 
     def close(self) -> None:
         for vcpu in self.vcpus:
             vcpu.ctx.free()
+            if vcpu.softmmu is not None:
+                vcpu.softmmu.ctx.free()
         self.vcpus.clear()

@@ -38,6 +38,7 @@ from ..cpuid import CpuModel
 from ..memory import GuestMemory
 from .context import (OFF_ERROR_CODE, OFF_EXCEPTION_IS_INT, SavedContext, check_layout)
 from .fast_syscall import FastSyscall, GeneralProtection, InvalidOpcode
+from .softmmu import PendingFault, SoftMmu
 from .interrupts import HAS_ERROR_CODE, Delivery, Event, EventKind, TripleFault, UnsupportedDelivery
 
 UNTIL = 0xDEAD_0000_0000_0000  # a non-canonical address no guest executes: run until stopped
@@ -76,6 +77,10 @@ class TcgVCpu(VCpu):
         self._disassemblers: dict[str, object] = {}
         self._hook_error: BaseException | None = None
         self._ctx_fresh = False  # self.ctx holds the current CPU state (nothing ran since save)
+        self.softmmu: SoftMmu | None = None  # emu's MMU (--mmu shadow), or None for Unicorn's walker
+        self._pf_retry: PendingFault | None = None
+        self._running = False
+        self._deferred_invalidations: list[tuple[int, int]] = []
         self._io_count = 0  # port IO is the hot path: counted here, folded into stats by run()
         self._io_ns = 0
         # IN/OUT are registered as raw C callbacks: the binding's wrapper costs ~1 us per call.
@@ -237,17 +242,23 @@ class TcgVCpu(VCpu):
             self._handler_ns = 0
             self._ctx_fresh = False
             start = _ns()
+            self._running = True
             try:
                 self.uc.emu_start(self._reg(UC_X86_REG_RIP), UNTIL)
                 error = None
             except UcError as err:
                 error = err
             finally:
+                self._running = False
                 self.stats.guest_ns += _ns() - start - self._handler_ns
                 self._fold_io_counts()
+                self._run_deferred_invalidations()
             if self._hook_error is not None:
                 err, self._hook_error = self._hook_error, None
                 raise err
+            if self.softmmu is not None:
+                if self._mmu_after_run(error):
+                    continue
             if error is not None:
                 if error.errno == UC_ERR_INSN_INVALID:
                     self.ctx.save()
@@ -265,6 +276,47 @@ class TcgVCpu(VCpu):
                 continue  # returns KickExit at the top of the loop
             self.stats.count(ExitReason.HLT)
             return HaltExit()
+
+    def _mmu_after_run(self, error: UcError | None) -> bool:
+        """Shadow MMU bookkeeping after emu_start; True to run again at once (#PF retry)."""
+        mmu = self.softmmu
+        assert mmu is not None
+        if self._pf_retry is not None:  # that run used Unicorn's walker for one faulting instruction
+            expected, self._pf_retry = self._pf_retry, None
+            mmu.use_own_walker()
+            pending = self._pending
+            if pending is None and self._kick.is_set():
+                pass  # stopped before the instruction ran: it will fault again under emu's walker
+            elif pending is None or not expected.matches(pending.vector, pending.error_code):
+                mmu.counters.walker_disagreements += 1
+            elif pending.vector == 14:
+                mmu.counters.page_faults += 1
+        elif mmu.fault is not None and error is not None:
+            # emu's walker refused a fill: re-run the instruction under Unicorn's walker, which
+            # raises the #PF with the exact faulting address (see emu.tcg.softmmu).
+            self._pf_retry, mmu.fault = mmu.fault, None
+            mmu.use_unicorn_walker()
+            return True
+        mmu.after_run()
+        return False
+
+    def host_wrote(self, address: int, size: int) -> None:
+        """The host wrote guest RAM (loader, DMA, emu's own interrupt delivery)."""
+        if self.softmmu is not None:
+            self.softmmu.host_wrote(address, size)
+        if self._running:
+            self._deferred_invalidations.append((address, size))
+        else:
+            self._invalidate_code(address, size)
+
+    def _invalidate_code(self, address: int, size: int) -> None:
+        self.uc.ctl_remove_cache(address & ~0xFFF, (address + size + 0xFFF) & ~0xFFF)
+
+    def _run_deferred_invalidations(self) -> None:
+        if self._deferred_invalidations:
+            pending, self._deferred_invalidations = self._deferred_invalidations, []
+            for address, size in pending:
+                self._invalidate_code(address, size)
 
     def _fold_io_counts(self) -> None:
         if self._io_count:
@@ -377,6 +429,8 @@ class TcgVCpu(VCpu):
         ctx.recompute_hflags(state.rflags)
         ctx.end_of_delivery()
         ctx.restore()
+        if self.softmmu is not None:
+            self.softmmu.shadow.flush("set_state")
         self._set_reg(UC_X86_REG_RFLAGS, state.rflags)
         for index, value in state.msrs.items():
             self._set_msr(index, value)

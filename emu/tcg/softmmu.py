@@ -1,0 +1,218 @@
+"""emu as the MMU of a Unicorn CPU: TLB fills answered by emu's walker and shadow page table.
+
+In `UC_TLB_VIRTUAL` mode Unicorn ignores the guest's page tables and calls `UC_HOOK_TLB_FILL`
+for every (page, privilege) its TLB misses, with the page-aligned address and the access kind;
+the hook answers with a guest-physical page and permissions (notes/unicorn-2.1.md §2). That is
+the position of a shadow-paging hypervisor's page-fault handler, and emu fills it the same way:
+emu.mmu.shadow first, emu.mmu.walk on a miss, write protection of page-table frames to stay
+coherent.
+
+Two things the hook cannot do are handled around it:
+- **The exact faulting address.** The hook sees only the page. When emu's walker faults, the
+  hook refuses the fill, Unicorn stops, and emu re-runs the faulting instruction once with
+  Unicorn's own walker (`UC_TLB_CPU`), which raises the #PF with the exact CR2; emu delivers it
+  through the IDT and switches back. The two walkers are checked against each other on every
+  fault (a disagreement is counted, and Unicorn's answer wins for that instruction).
+- **The privilege of implicit accesses.** The hook is not told the MMU index, so a descriptor
+  table read that QEMU makes on behalf of CPL3 code (`iret`, a segment load) looks like a user
+  access. emu treats CPL3 accesses inside the GDT, LDT, IDT or TSS as supervisor accesses; the
+  one imprecision left is that user code may read a supervisor page holding those tables.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+import time
+from dataclasses import dataclass, field
+
+from unicorn import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_TLB_FILL, UC_TLB_CPU, UC_TLB_VIRTUAL, Uc, UcError
+from unicorn.unicorn_py3.unicorn import uclib
+
+from ..accel import CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, EFER_LMA, EFER_NXE
+from ..memory import GuestMemory
+from ..mmu.shadow import MmuCounters, ShadowEntry, ShadowPageTable
+from ..mmu.walk import CR4_SMAP, CR4_SMEP, Access, PageFault, PagingMode, walk_page_tables
+from .context import HEADER, OFF_CR, OFF_EFER, OFF_EFLAGS, OFF_HFLAGS, OFF_SEGS, SEG_SIZE, SavedContext
+
+UC_PROT_READ, UC_PROT_WRITE, UC_PROT_EXEC = 1, 2, 4
+UC_MEM_READ, UC_MEM_WRITE, UC_MEM_FETCH = 16, 17, 18
+ACCESS = {UC_MEM_READ: Access.READ, UC_MEM_WRITE: Access.WRITE, UC_MEM_FETCH: Access.FETCH}
+MODE_CR0 = CR0_PG | CR0_WP | CR0_PE
+MODE_CR4 = CR4_PAE | CR4_PSE | CR4_PGE | CR4_SMEP | CR4_SMAP
+MODE_EFER = EFER_LMA | EFER_NXE
+FLUSH_INTERVAL_NS = 10_000_000  # re-protect written page-table frames at most every 10 ms
+_CRS = struct.Struct("<5Q")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_SYSTEM_TABLES = (6, 7, 8, 9)  # LDT, TR, GDTR, IDTR caches
+
+
+class TlbEntry(ctypes.Structure):
+    """unicorn.h's uc_tlb_entry: the answer to a TLB fill."""
+
+    _fields_ = [("paddr", ctypes.c_uint64), ("perms", ctypes.c_int)]
+
+
+_FILL_HOOK = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
+                              ctypes.POINTER(TlbEntry), ctypes.c_void_p)  # fmt: skip
+
+
+NON_CANONICAL = -1  # PendingFault.error_code for a non-canonical address: #GP(0) or #SS(0), not #PF
+
+
+@dataclass
+class PendingFault:
+    page: int
+    access: Access
+    error_code: int  # the #PF error code emu's walker computed, or NON_CANONICAL
+
+    def matches(self, vector: int, error_code: int | None) -> bool:
+        """Does the exception Unicorn's walker raised agree with emu's?"""
+        if self.error_code == NON_CANONICAL:
+            return vector in (12, 13)
+        return vector == 14 and error_code == self.error_code
+
+
+@dataclass
+class SoftMmu:
+    """Installs itself as the TLB-fill hook of `uc` and serves every translation."""
+
+    uc: Uc
+    ctx: SavedContext  # a context this module may save into at will (not the vCPU's own)
+    memory: GuestMemory
+    shadow: ShadowPageTable = field(default_factory=ShadowPageTable)
+    fault: PendingFault | None = None
+    _mode: tuple[int, int, int] | None = None
+    _cr3: int | None = None
+    _last_flush_ns: int = 0
+    _uncached_at_flush: int = 0
+    _walking: bool = False
+
+    def __post_init__(self) -> None:
+        self._raw = self.ctx.raw
+        self._hook = _FILL_HOOK(self._fill)
+        handle = ctypes.c_size_t()
+        status = uclib.uc_hook_add(self.uc._uch, ctypes.byref(handle), UC_HOOK_TLB_FILL, self._hook, None,
+                                   ctypes.c_uint64(1), ctypes.c_uint64(0))  # fmt: skip
+        if status != 0:
+            raise UcError(status)
+        self.uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
+        self._flush_unicorn("start")
+
+    @property
+    def counters(self) -> MmuCounters:
+        return self.shadow.counters
+
+    # the hook --------------------------------------------------------------------------------
+    def _fill(self, _uc: int, vaddr: int, access_type: int, entry: ctypes._Pointer, _ud: int) -> bool:
+        try:
+            return self._translate(vaddr, ACCESS[access_type], entry.contents)
+        except Exception:  # noqa: BLE001 - a bug here must not vanish inside ctypes
+            import traceback
+
+            traceback.print_exc()
+            return False
+
+    def _translate(self, page: int, access: Access, out: TlbEntry) -> bool:
+        ctx = self.ctx
+        ctx.save()
+        raw = self._raw
+        cr0, _, _, cr3, cr4 = _CRS.unpack_from(raw, HEADER + OFF_CR)
+        if not cr0 & CR0_PG:
+            out.paddr, out.perms = page & 0xFFFF_FFFF, UC_PROT_READ | UC_PROT_WRITE | UC_PROT_EXEC
+            return True
+        efer = _U64.unpack_from(raw, HEADER + OFF_EFER)[0]
+        shadow = self.shadow
+        mode = (cr0 & MODE_CR0, cr4 & MODE_CR4, efer & MODE_EFER)
+        if mode != self._mode:
+            if self._mode is not None:
+                shadow.flush("paging mode")
+            shadow.tlb_flushed("paging mode")  # QEMU flushed its TLB on that CR0/CR4/EFER write
+            self._mode = mode
+            self._cr3 = cr3
+        elif cr3 != self._cr3:
+            shadow.tlb_flushed("cr3 load")  # a MOV to CR3 flushed Unicorn's TLB
+            self._cr3 = cr3
+        if efer & EFER_LMA and (page >> 47) not in (0, 0x1FFFF):
+            self.fault = PendingFault(page, access, NON_CANONICAL)  # QEMU's walker raises #GP/#SS
+            return False
+        user = (_U32.unpack_from(raw, HEADER + OFF_HFLAGS)[0] & 3) == 3
+        if user and self._in_system_table(page):
+            user = False  # an implicit supervisor access made for CPL3 code (see module doc)
+        smap_sensitive = not user and cr4 & CR4_SMAP
+        hit = None if smap_sensitive else shadow.lookup(cr3, page, user)
+        counters = shadow.counters
+        if hit is not None and (access is not Access.WRITE or hit.writable):
+            counters.shadow_hits += 1
+            frame, writable, executable = hit.physical_page, hit.writable, hit.executable
+        else:
+            rflags = _U64.unpack_from(raw, HEADER + OFF_EFLAGS)[0]
+            self._walking = True  # the walker's own A/D writes are not guest stores to page tables
+            try:
+                t = walk_page_tables(self.memory, PagingMode(cr0, cr3, cr4, efer, rflags), page, access, user)
+            except PageFault as pf:
+                counters.walks += 1
+                self.fault = PendingFault(page, access, pf.error_code)
+                return False
+            finally:
+                self._walking = False
+            counters.walks += 1
+            counters.ad_writes += t.ad_writes
+            frame = t.physical & ~0xFFF
+            writable, executable = t.writable and t.dirty, t.executable
+            if not smap_sensitive and shadow.cacheable(t.tables):
+                shadow.insert(cr3, page, user, ShadowEntry(frame, writable, executable, t.tables))
+            else:
+                counters.uncached_fills += 1
+        perms = UC_PROT_READ | (UC_PROT_EXEC if executable else 0)
+        if writable:
+            if shadow.protected(frame):
+                if access is Access.WRITE:
+                    shadow.page_table_write(frame)  # the store proceeds; dependents are gone
+                    perms |= UC_PROT_WRITE
+            else:
+                perms |= UC_PROT_WRITE
+            if perms & UC_PROT_WRITE:
+                shadow.granted_write(frame)
+        out.paddr, out.perms = frame, perms
+        return True
+
+    def _in_system_table(self, page: int) -> bool:
+        raw = self._raw
+        for index in _SYSTEM_TABLES:
+            _, base, limit, _ = struct.unpack_from("<I4xQII", raw, HEADER + OFF_SEGS + SEG_SIZE * index)
+            if base <= page + 0xFFF and page <= base + limit:
+                return True
+        return False
+
+    def host_wrote(self, address: int, size: int) -> None:
+        """A store by the host (emu's interrupt delivery, DMA) to page-table frames counts too."""
+        if self._walking:
+            return
+        shadow = self.shadow
+        for frame in range(address & ~0xFFF, address + size, 0x1000):
+            if shadow.protected(frame):
+                shadow.page_table_write(frame)
+
+    # around emu_start ------------------------------------------------------------------------
+    def _flush_unicorn(self, cause: str) -> None:
+        self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+        self.shadow.tlb_flushed(cause)
+        self._last_flush_ns = time.monotonic_ns()
+        self._uncached_at_flush = self.shadow.counters.uncached_fills
+
+    def after_run(self) -> None:
+        """Between runs: re-protect page-table frames the guest wrote, at most every 10 ms."""
+        if self.shadow.counters.uncached_fills != self._uncached_at_flush:
+            if time.monotonic_ns() - self._last_flush_ns >= FLUSH_INTERVAL_NS:
+                self._flush_unicorn("re-protect page tables")
+
+    def use_unicorn_walker(self) -> None:
+        """For one instruction: let Unicorn's walker raise the #PF with the exact CR2."""
+        self.uc.ctl_set_tlb_mode(UC_TLB_CPU)
+        self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+
+    def use_own_walker(self) -> None:
+        self.uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
+        self._flush_unicorn("after #PF")
