@@ -35,9 +35,10 @@ KVM_PVM_CANNOT_RUN = {
 }
 
 
-def run_guest(guest: str, accel: str) -> subprocess.CompletedProcess:
+def run_guest(guest: str, accel: str, *options: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "emu", "--accel", accel, "--append", APPEND, str(FIRMWARE / "build" / f"{guest}.elf")],
+        [sys.executable, "-m", "emu", "--accel", accel, *options, "--append", APPEND,
+         str(FIRMWARE / "build" / f"{guest}.elf")],
         input=TERMINAL_INPUT, capture_output=True, timeout=120,
     )  # fmt: skip
 
@@ -52,17 +53,19 @@ def expected_for(guest: str, accel: str) -> tuple[bytes, int, str]:
     return text, status, str(directory.relative_to(ROOT) / f"{guest}.txt")
 
 
-def check(guest: str, accel: str) -> None:
-    result = run_guest(guest, accel)
+def check(guest: str, accel: str, *options: str) -> None:
+    result = run_guest(guest, accel, *options)
     text, status, source = expected_for(guest, accel)
     assert result.stdout.decode(errors="replace") == text.decode(errors="replace"), f"differs from {source}"
     assert result.returncode == status, result.stderr.decode(errors="replace")
     assert result.stderr == b""
 
 
+@pytest.mark.parametrize("mmu", ["shadow", "unicorn"])
 @pytest.mark.parametrize("guest", GUESTS)
-def test_guest_on_tcg(guest: str) -> None:
-    check(guest, "tcg")
+def test_guest_on_tcg(guest: str, mmu: str) -> None:
+    """tcg with emu's shadow MMU (the default) and with Unicorn's own page walker."""
+    check(guest, "tcg", "--mmu", mmu)
 
 
 @requires_kvm

@@ -131,7 +131,9 @@ def walk_page_tables(
         pdpte = _load(mem, (mode.cr3 & 0xFFFF_FFE0) + ((linear >> 30) & 3) * 8, 8)
         if not pdpte & PTE_P:
             raise PageFault(linear, code, tuple(tables))
-        if pdpte & (RSVD_HIGH | 0x1E6 | PTE_XD):  # bits 2:1, 8:5 and 63 are reserved in a PDPTE
+        # Bits 2:1 and 8:5 are reserved too, but a CPU checks those when MOV CR3 loads the
+        # PDPTEs (#GP), not during a walk; like QEMU, the walk checks address bits and XD.
+        if pdpte & (RSVD_HIGH | PTE_XD):
             raise PageFault(linear, code | PF_P | PF_RSVD, tuple(tables))
         levels, size, table = ((21, 0x1FF), (12, 0x1FF)), 8, pdpte & PHYS_MASK
         rsvd_xd = 0 if nxe else PTE_XD

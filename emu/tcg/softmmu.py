@@ -87,7 +87,7 @@ class SoftMmu:
     _cr3: int | None = None
     _last_flush_ns: int = 0
     _uncached_at_flush: int = 0
-    _walking: bool = False
+    walking: bool = False  # True while the walker runs: its A/D stores are the CPU's own
 
     def __post_init__(self) -> None:
         self._raw = self.ctx.raw
@@ -148,7 +148,7 @@ class SoftMmu:
             frame, writable, executable = hit.physical_page, hit.writable, hit.executable
         else:
             rflags = _U64.unpack_from(raw, HEADER + OFF_EFLAGS)[0]
-            self._walking = True  # the walker's own A/D writes are not guest stores to page tables
+            self.walking = True  # the walker's own A/D writes are not guest stores to page tables
             try:
                 t = walk_page_tables(self.memory, PagingMode(cr0, cr3, cr4, efer, rflags), page, access, user)
             except PageFault as pf:
@@ -156,7 +156,7 @@ class SoftMmu:
                 self.fault = PendingFault(page, access, pf.error_code)
                 return False
             finally:
-                self._walking = False
+                self.walking = False
             counters.walks += 1
             counters.ad_writes += t.ad_writes
             frame = t.physical & ~0xFFF
@@ -188,7 +188,7 @@ class SoftMmu:
 
     def host_wrote(self, address: int, size: int) -> None:
         """A store by the host (emu's interrupt delivery, DMA) to page-table frames counts too."""
-        if self._walking:
+        if self.walking:
             return
         shadow = self.shadow
         for frame in range(address & ~0xFFF, address + size, 0x1000):

@@ -30,7 +30,7 @@ from unicorn.x86_const import (UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT, 
                                UC_X86_REG_ECX, UC_X86_REG_EDX, UC_X86_REG_MSR, UC_X86_REG_RFLAGS,
                                UC_X86_REG_RIP)  # fmt: skip
 
-from ..accel import (GPR_NAMES, MSR_CSTAR, MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_EIP,
+from ..accel import (CR0_PG, GPR_NAMES, MSR_CSTAR, MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_EIP,
                      MSR_IA32_SYSENTER_ESP, MSR_LSTAR, MSR_SFMASK, MSR_STAR, RFLAGS_IF,
                      STATE_MSRS, CpuState, ExitReason, ExitStats, HaltExit, InternalErrorExit,
                      InterruptWindowExit, IoHandler, KickExit, ShutdownExit, VCpu, VcpuExit)  # fmt: skip
@@ -81,6 +81,7 @@ class TcgVCpu(VCpu):
         self._pf_retry: PendingFault | None = None
         self._running = False
         self._deferred_invalidations: list[tuple[int, int]] = []
+        self._cpu_store = False  # emu is storing on the CPU's behalf (interrupt delivery)
         self._io_count = 0  # port IO is the hot path: counted here, folded into stats by run()
         self._io_ns = 0
         # IN/OUT are registered as raw C callbacks: the binding's wrapper costs ~1 us per call.
@@ -301,16 +302,29 @@ class TcgVCpu(VCpu):
         return False
 
     def host_wrote(self, address: int, size: int) -> None:
-        """The host wrote guest RAM (loader, DMA, emu's own interrupt delivery)."""
+        """The host wrote guest RAM: the loader, a device's DMA, or the CPU itself (emu's
+        interrupt delivery pushing a frame, the walker setting A/D bits)."""
         if self.softmmu is not None:
             self.softmmu.host_wrote(address, size)
+        if self._cpu_store or (self.softmmu is not None and self.softmmu.walking):
+            return  # stores the CPU makes as part of an instruction or event: not code
         if self._running:
             self._deferred_invalidations.append((address, size))
         else:
             self._invalidate_code(address, size)
 
     def _invalidate_code(self, address: int, size: int) -> None:
-        self.uc.ctl_remove_cache(address & ~0xFFF, (address + size + 0xFFF) & ~0xFFF)
+        """Drop translated code for guest-physical [address, address+size).
+
+        Unicorn's remove_cache takes *virtual* addresses and translates them through the guest's
+        page tables (with the side effects of a walk), so with paging on emu flushes all
+        translated code instead; with paging off, virtual is physical."""
+        self.ctx.save()
+        if self.ctx.cr(0) & CR0_PG:
+            self.uc.ctl_flush_tb()
+        else:
+            self.uc.ctl_remove_cache(address & ~0xFFF, (address + size + 0xFFF) & ~0xFFF)
+        self._ctx_fresh = False
 
     def _run_deferred_invalidations(self) -> None:
         if self._deferred_invalidations:
@@ -329,6 +343,7 @@ class TcgVCpu(VCpu):
         self._ctx_fresh = False
         t = _ns()
         rflags = self._reg(UC_X86_REG_RFLAGS)
+        self._cpu_store = True
         try:
             new_flags, chain, _ = Delivery(self.ctx, self.memory).deliver(event, rflags)
         except TripleFault as tf:
@@ -336,10 +351,12 @@ class TcgVCpu(VCpu):
         except UnsupportedDelivery as err:
             self._shutdown = f"cannot deliver {event.describe()}: {err}"
         else:
+            self._cpu_store = False
             self.ctx.end_of_delivery()
             self.ctx.restore()
             self._set_reg(UC_X86_REG_RFLAGS, new_flags)
             self.delivered[chain[-1].vector] = self.delivered.get(chain[-1].vector, 0) + 1
+        self._cpu_store = False
         self.stats.count(reason, _ns() - t)
 
     def _fast_syscall(self, which: str) -> None:
