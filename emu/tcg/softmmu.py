@@ -54,8 +54,11 @@ class TlbEntry(ctypes.Structure):
     _fields_ = [("paddr", ctypes.c_uint64), ("perms", ctypes.c_int)]
 
 
-_FILL_HOOK = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
-                              ctypes.POINTER(TlbEntry), ctypes.c_void_p)  # fmt: skip
+# The entry is taken as a plain address (no ctypes pointer object per call): it is written with
+# struct.pack_into through a view that is reused while Unicorn passes the same stack slot.
+_FILL_HOOK = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int, ctypes.c_void_p,
+                              ctypes.c_void_p)  # fmt: skip
+_ENTRY = struct.Struct("<Qi")
 
 
 NON_CANONICAL = -1  # PendingFault.error_code for a non-canonical address: #GP(0) or #SS(0), not #PF
@@ -87,7 +90,9 @@ class SoftMmu:
     _cr3: int | None = None
     _last_flush_ns: int = 0
     _uncached_at_flush: int = 0
-    walking: bool = False  # True while the walker runs: its A/D stores are the CPU's own
+    walking: bool = False
+    _entry_address: int = 0
+    _entry: TlbEntry | None = None  # True while the walker runs: its A/D stores are the CPU's own
 
     def __post_init__(self) -> None:
         self._raw = self.ctx.raw
@@ -105,9 +110,12 @@ class SoftMmu:
         return self.shadow.counters
 
     # the hook --------------------------------------------------------------------------------
-    def _fill(self, _uc: int, vaddr: int, access_type: int, entry: ctypes._Pointer, _ud: int) -> bool:
+    def _fill(self, _uc: int, vaddr: int, access_type: int, entry_address: int, _ud: int) -> bool:
+        if entry_address != self._entry_address:
+            self._entry_address = entry_address
+            self._entry = TlbEntry.from_address(entry_address)
         try:
-            return self._translate(vaddr, ACCESS[access_type], entry.contents)
+            return self._translate(vaddr, ACCESS[access_type], self._entry)
         except Exception:  # noqa: BLE001 - a bug here must not vanish inside ctypes
             import traceback
 
