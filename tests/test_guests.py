@@ -32,6 +32,7 @@ KVM_PVM_CANNOT_RUN = {
     "rings32": "kvm_pvm's instruction emulator fails on a 32-bit iret (KVM_INTERNAL_ERROR_EMULATION)",
     "irqs32": "kvm_pvm's instruction emulator fails on a 32-bit iret (KVM_INTERNAL_ERROR_EMULATION)",
     "idle32": "kvm_pvm's instruction emulator fails on a 32-bit iret (KVM_INTERNAL_ERROR_EMULATION)",
+    "mmu32": "kvm_pvm drops CR0.PG for 32-bit paging, which this guest turns on",
 }
 
 
