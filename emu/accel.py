@@ -27,6 +27,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
 from typing import Protocol
 
+from .errors import EmuError
+
 # ---------------------------------------------------------------------------------------------
 # Architectural state
 
@@ -343,6 +345,25 @@ class MemoryRegion:
     name: str = "ram"
 
 
+@dataclass
+class DirtyLogStats:
+    """What a dirty log saw: the guest's writes to RAM, per 4 KiB page, since logging began.
+
+    `pages` counts distinct pages. A log is read and cleared in rounds (KVM_GET_DIRTY_LOG), and
+    `reported_pages` sums what the rounds returned: a page written in two rounds counts twice,
+    as a pre-copy live migration would send it twice. Its rate is the guest's dirty rate.
+    """
+
+    pages: int = 0
+    reported_pages: int = 0
+    reads: int = 0
+    seconds: float = 0.0
+
+    @property
+    def pages_per_second(self) -> float:
+        return self.reported_pages / self.seconds if self.seconds > 0 else 0.0
+
+
 class VCpu(ABC):
     """One virtual CPU. Not thread-safe except `kick()`."""
 
@@ -392,6 +413,21 @@ class Accelerator(ABC):
 
     def notify_host_write(self, guest_address: int, size: int) -> None:  # noqa: B027
         """The host wrote guest RAM (loader, DMA): drop anything cached from that range."""
+
+    def enable_dirty_log(self) -> None:
+        """Start logging which RAM pages the guest writes (--dirty-log)."""
+        raise EmuError(f"--dirty-log is a kvm feature (KVM_GET_DIRTY_LOG); --accel {self.name} does not log dirty pages")
+
+    def sync_dirty_log(self, final: bool = False) -> None:  # noqa: B027
+        """Collect the dirty log if logging is on and a round is due (always when `final`)."""
+
+    def dirty_log_stats(self) -> DirtyLogStats | None:
+        """What the dirty log saw so far, or None when logging is off."""
+        return None
+
+    def mmu_report(self) -> dict[str, object] | None:
+        """How guest addresses are translated, for --stats (`mmu`); None if there is nothing to say."""
+        return None
 
     def close(self) -> None:  # noqa: B027
         """Release host resources."""

@@ -18,7 +18,7 @@ from .errors import EmuError, GuestError
 from .stats import report_json, report_table
 
 MIN_MIB = 2
-MAX_MIB = 3072  # RAM below the 3 GiB mark; memory above 4 GiB is not modelled yet
+MAX_MIB = 1 << 20  # 1 TiB; the host's own memory (MemTotal) is the bound that matters
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multiboot modules, comma-separated (as qemu -initrd gives them)")
     p.add_argument("--mmu", choices=("shadow", "unicorn"), default="shadow",
                    help="tcg only: emu's shadow-paging MMU (default) or Unicorn's own page walker")
+    p.add_argument("--mem-backing", choices=("4k", "thp", "hugetlb"), default="4k",
+                   help="host pages behind guest RAM: 4 KiB pages (default), transparent huge pages, "
+                        "or 2 MiB hugetlb pages from vm.nr_hugepages")
+    p.add_argument("--dirty-log", action="store_true",
+                   help="kvm: log the pages the guest writes (KVM_GET_DIRTY_LOG); counts in --stats")
     p.add_argument("--stats", action="store_true", help="print exits, instructions and time at exit")
     p.add_argument("--stats-json", metavar="PATH", help="write the same statistics as JSON")
     p.add_argument("--version", action="version", version=f"emu {__version__}")
@@ -104,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         config = MachineConfig(kernel=image, accel=args.accel, memory_mib=parse_memory(args.memory),
                                append=args.append, count_instructions=args.stats or bool(args.stats_json),
                                display_name=args.image, modules=parse_modules(args.initrd),
-                               mmu=args.mmu)  # fmt: skip
+                               mmu=args.mmu, mem_backing=args.mem_backing, dirty_log=args.dirty_log)  # fmt: skip
         machine = Machine(config)
         status = machine.run()
     except (EmuError, GuestError) as err:

@@ -11,7 +11,9 @@ at the next timer deadline, the terminal reader when input arrives, a signal han
 Ctrl-C. Port IO is served inside `VCpu.run()` through `self.buses` (the IoHandler); when a device
 raises INTR during such an access, the PIC's output callback kicks the vCPU out of run().
 
-Memory map (below 4 GiB): RAM from 0 to -m; everything else is unassigned and reads as ones.
+Memory map: the PC's (emu.memory): RAM at 0-640 KiB, from 1 MiB up to min(-m, 3 GiB), and the
+rest of -m from 4 GiB, one accelerator region (KVM memory slot) per range; the legacy hole
+0xA0000-0xFFFFF and everything else that is not RAM is unassigned and reads as zeros (as in QEMU).
 Port map: PIC 0x20/0xA0, PIT 0x40-0x43, port B 0x61, RTC 0x70-0x71, POST 0x80, port A 0x92,
 ELCR 0x4d0-0x4d1, isa-debug-exit 0xf4-0xf7, COM1 0x3f8-0x3ff (IRQ 4).
 """
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .accel import (Accelerator, HaltExit, InternalErrorExit, InterruptWindowExit, KickExit,
-                    MemoryRegion, ShutdownExit, VCpu)  # fmt: skip
+                    ShutdownExit, VCpu)  # fmt: skip
 from .clock import Clock
 from .devices.bus import Buses
 from .devices.debug_exit import DebugExit
@@ -57,6 +59,8 @@ class MachineConfig:
     display_name: str | None = None
     modules: list[Path] = field(default_factory=list)
     mmu: str = "shadow"  # tcg: "shadow" (emu's MMU) or "unicorn" (Unicorn's own walker)
+    mem_backing: str = "4k"  # host pages behind guest RAM: "4k", "thp" or "hugetlb" (emu.memory)
+    dirty_log: bool = False  # log the pages the guest writes (kvm: KVM_GET_DIRTY_LOG)
 
 
 class Kicker(threading.Thread):
@@ -140,9 +144,12 @@ class Machine:
     def __post_init__(self) -> None:
         cfg = self.config
         self.clock = Clock()
-        self.memory = GuestMemory(cfg.memory_mib << 20)
+        self.memory = GuestMemory.pc(cfg.memory_mib << 20, backing=cfg.mem_backing)
         self.accel = _create_accelerator(cfg, self.memory)
-        self.accel.add_memory_region(MemoryRegion(0, self.memory.size, self.memory.host_address))
+        for region in self.memory.regions():
+            self.accel.add_memory_region(region)
+        if cfg.dirty_log:
+            self.accel.enable_dirty_log()
         self.buses = Buses()
         self._build_devices()
         self.vcpu = self.accel.create_vcpu(0, self.buses)
@@ -166,7 +173,7 @@ class Machine:
         self.port_b = SystemControlPortB(self.pit)
         ports.register(0x61, 1, self.port_b, "port-b")
         self.rtc = CmosRtc(self.clock, self.pic.line(8))
-        self.rtc.set_memory_size(self.memory.size)
+        self.rtc.set_memory_size(self.memory.size, self.memory.layout.below_4g_size)
         ports.register(0x70, 2, self.rtc, "rtc")
         self.uart = Uart16550(self.pic.line(COM1_IRQ))
         ports.register(COM1_BASE, 8, self.uart, "com1")
@@ -210,6 +217,7 @@ class Machine:
             return self._loop(kicker)
         finally:
             self.wall_ns = time.monotonic_ns() - start
+            self.accel.sync_dirty_log(final=True)
             kicker.stop()
             self.uart.flush()
             for sig, handler in previous.items():
@@ -239,6 +247,7 @@ class Machine:
                 event = vcpu.run()
             finally:
                 self._in_guest = False
+            self.accel.sync_dirty_log()  # a no-op unless --dirty-log; at most every 100 ms
             if isinstance(event, (KickExit, InterruptWindowExit)):
                 continue
             if isinstance(event, HaltExit):
@@ -306,6 +315,7 @@ class Machine:
     def close(self) -> None:
         self.vcpu.close()
         self.accel.close()
+        self.memory.close()
 
 
 def _earliest(deadline: int | None, other: int) -> int:

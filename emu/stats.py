@@ -4,6 +4,12 @@ Time is split three ways, as `top` splits a VM's CPU: *guest* (inside emu_start 
 running guest code), *emulator* (emu's Python: exit handlers, the main loop, devices) and *idle*
 (asleep while the guest is halted). Exits are counted by reason (emu.accel.ExitReason) with the
 host time their handlers took; on tcg the instruction count comes from a block hook.
+
+`memory` says how guest RAM was laid out and backed, measured after the run from the mapping's
+/proc/self/smaps entries (emu.memory.BackingUsage: resident, THP and hugetlb KiB), plus the
+dirty log when --dirty-log asked for one (distinct pages the guest wrote, and the dirty rate).
+On kvm, `mmu` names who translates guest addresses (KVM: EPT/NPT, or its shadow page tables),
+which emu cannot see, instead of MMU counters that would stay zero.
 """
 
 from __future__ import annotations
@@ -34,7 +40,25 @@ def collect(machine: "Machine") -> dict:
         "unmapped_port_writes": {f"{p:#x}": n for p, n in sorted(machine.buses.ports.unmapped_writes.items())},
         "exit_status": machine.exit_status,
         "mmu": mmu_stats(machine),
+        "memory": memory_report(machine),
     }
+
+
+def memory_report(machine: "Machine") -> dict:
+    """Layout, measured host backing and (with --dirty-log) dirty pages of guest RAM."""
+    memory = machine.memory
+    report: dict = {
+        "size_mib": memory.size >> 20,
+        "ranges": [{"guest_address": r.guest_address, "size": r.size, "host_offset": r.host_offset} for r in memory.ranges],
+    }
+    report.update(memory.usage().as_dict())
+    dirty = machine.accel.dirty_log_stats()
+    report["dirty_log"] = dirty is not None
+    report["dirty_pages"] = None if dirty is None else dirty.pages
+    report["dirty_pages_per_second"] = None if dirty is None else round(dirty.pages_per_second, 1)
+    report["dirty_pages_reported"] = None if dirty is None else dirty.reported_pages
+    report["dirty_log_reads"] = None if dirty is None else dirty.reads
+    return report
 
 
 def mmu_stats(machine: "Machine") -> dict:
@@ -44,7 +68,16 @@ def mmu_stats(machine: "Machine") -> dict:
         return {"translation": "emu shadow MMU", **softmmu.counters.as_dict()}
     if machine.accel.name == "tcg":
         return {"translation": "unicorn walker (UC_TLB_CPU): no counters"}
-    return {"translation": "kvm"}
+    return machine.accel.mmu_report() or {"translation": machine.accel.name}
+
+
+def _kvm_mmu_line(mmu: dict) -> str:
+    tdp = {True: "Y", False: "N", None: "?"}[mmu.get("tdp_mmu")]
+    if mmu.get("second_stage") == "shadow":
+        how = f"KVM's shadow page tables ({mmu.get('module')}, no EPT/NPT; kvm.tdp_mmu={tdp})"
+    else:
+        how = f"{str(mmu.get('second_stage')).upper()} in hardware ({mmu.get('module')}; kvm.tdp_mmu={tdp})"
+    return f"mmu: second-stage translation by {how}; guest page-table walks happen inside KVM, unseen by emu"
 
 
 def report_table(machine: "Machine") -> str:
@@ -65,12 +98,22 @@ def report_table(machine: "Machine") -> str:
                      f"({mmu['dropped_entries']} entries dropped), {mmu['ad_writes']} A/D writes, "
                      f"{mmu['page_faults']} #PF, {mmu['walker_disagreements']} walker disagreements")  # fmt: skip
         lines.append(f"mmu flushes: {flushes or 'none'}")
+    elif mmu["translation"] == "kvm" and "second_stage" in mmu:
+        lines.append(_kvm_mmu_line(mmu))
     else:
         lines.append(f"mmu: {mmu['translation']}")
     for kind in ("reads", "writes"):
         ports = data[f"unmapped_port_{kind}"]
         if ports:
             lines.append(f"unmapped port {kind}: " + ", ".join(f"{p}x{n}" for p, n in ports.items()))
+    mem = data["memory"]
+    ranges = ", ".join(f"{r['guest_address']:#x}-{r['guest_address'] + r['size'] - 1:#x}" for r in mem["ranges"])
+    lines.append(f"memory: {mem['size_mib']} MiB at {ranges}; backing {mem['backing']} (asked {mem['requested']}): "
+                 f"rss {mem['rss_kib']} KiB, AnonHugePages {mem['anon_huge_kib']} KiB, "
+                 f"hugetlb {mem['hugetlb_kib']} KiB")  # fmt: skip
+    if mem["dirty_log"]:
+        lines.append(f"dirty log: {mem['dirty_pages']} pages written, {mem['dirty_pages_per_second']:.1f} pages/s "
+                     f"({mem['dirty_pages_reported']} reported in {mem['dirty_log_reads']} reads)")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -5,7 +5,10 @@ that only IN/OUT/INS/OUTS address (Intel SDM vol. 1, ch. 19 "Input/Output"); on 
 bus decodes it, and an access no device claims leaves the data lines floating high, so it
 reads as all ones and a write goes nowhere. Memory-mapped IO shares the physical address space
 with RAM: the chipset routes addresses that are not RAM to device windows (IOAPIC, HPET, PCI
-BARs), and on a PC an unclaimed read also returns all ones (a PCI master abort).
+BARs). An unclaimed memory read returns all ones on most PC chipsets (a PCI master abort), but
+emu follows QEMU here, where unassigned memory reads as zero (`unassigned_mem_read`): that is
+also what KVM's own page walker finds in a page table outside every memory slot, so a guest
+sees the same thing on both accelerators and under QEMU.
 
 A device answers `io_read(offset, size)` / `io_write(offset, size, value)` with `offset`
 relative to the base it was registered at, so one model can sit at COM1 or COM2.
@@ -90,7 +93,7 @@ class _Bus:
         """A read that no single device serves whole: unmapped, too wide, or straddling."""
         if self._all_unmapped(address, size):
             self.unmapped_reads[address] = self.unmapped_reads.get(address, 0) + 1
-            return SIZE_MASKS[size]
+            return SIZE_MASKS[size] if self.unassigned_byte else 0
         value = 0
         done = 0
         while done < size:
@@ -98,7 +101,7 @@ class _Bus:
             m = self._lookup(a)
             if m is None:
                 self.unmapped_reads[a] = self.unmapped_reads.get(a, 0) + 1
-                n, part = 1, 0xFF
+                n, part = 1, self.unassigned_byte
             else:
                 n = _piece(size - done, m, a)
                 part = m.device.io_read(a - m.base, n) & SIZE_MASKS[n]
@@ -128,6 +131,7 @@ class PortIoBus(_Bus):
     """The 64 KiB port space, one slot per port for O(1) dispatch."""
 
     limit: ClassVar[int] = PORT_SPACE
+    unassigned_byte: ClassVar[int] = 0xFF  # the ISA data lines float high
     _by_port: list[Mapping | None] = field(default_factory=lambda: [None] * PORT_SPACE, repr=False)
 
     def register(self, base: int, length: int, device: IoDevice, name: str, max_access_size: int | None = None) -> None:
@@ -167,6 +171,7 @@ class MmioBus(_Bus):
     """Device windows in guest-physical space, found by bisection over their bases."""
 
     default_width: ClassVar[int] = 8
+    unassigned_byte: ClassVar[int] = 0x00  # as QEMU's unassigned memory (see the module doc)
     _bases: list[int] = field(default_factory=list, repr=False)
 
     def register(self, base: int, length: int, device: IoDevice, name: str, max_access_size: int | None = None) -> None:

@@ -211,6 +211,17 @@ KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
 KVM_MEM_READONLY = 1 << 1
 
 
+class kvm_dirty_log(Structure):
+    """KVM_GET_DIRTY_LOG (api.rst §4.8): one slot's bitmap, a bit per 4 KiB page written since
+    the last call (the call clears it and write-protects those pages again)."""
+
+    _fields_ = [
+        ("slot", c_uint32),
+        ("padding1", c_uint32),
+        ("dirty_bitmap", c_uint64),  # a userspace pointer (union with __u64 padding2)
+    ]
+
+
 class kvm_translation(Structure):
     """KVM_TRANSLATE (api.rst §4.15): a linear address through the guest's current paging."""
 
@@ -433,6 +444,7 @@ KVM_GET_SUPPORTED_CPUID = _IOWR(KVMIO, 0x05, kvm_cpuid2)
 
 # VM ioctls (on the VM fd)
 KVM_CREATE_VCPU = _IO(KVMIO, 0x41)
+KVM_GET_DIRTY_LOG = _IOW(KVMIO, 0x42, kvm_dirty_log)
 KVM_SET_USER_MEMORY_REGION = _IOW(KVMIO, 0x46, kvm_userspace_memory_region)
 KVM_SET_TSS_ADDR = _IO(KVMIO, 0x47)
 KVM_SET_IDENTITY_MAP_ADDR = _IOW(KVMIO, 0x48, c_uint64)

@@ -10,11 +10,23 @@
    real-mode TSS (`KVM_SET_TSS_ADDR`). emu uses QEMU's addresses (target/i386/kvm/kvm.c):
    0xFEFFC000 and 0xFEFFD000-0xFEFFFFFF, a hole between the local APIC and the BIOS ROM
    that the machine must leave unmapped;
-3. one memory slot per `MemoryRegion` (`KVM_SET_USER_MEMORY_REGION`, `KVM_MEM_READONLY` for
-   ROM: a guest store to it becomes a `KVM_EXIT_MMIO`);
+3. one memory slot per `MemoryRegion` (`KVM_SET_USER_MEMORY_REGION`, §4.35): the machine gives
+   one per RAM range of the PC map (emu.memory), so the legacy hole and the PCI hole have no
+   slot and every access there is a `KVM_EXIT_MMIO`. `KVM_MEM_READONLY` makes a slot ROM
+   (KVM_CAP_READONLY_MEM): reads come from the host buffer without an exit, a guest store
+   becomes a `KVM_EXIT_MMIO` and leaves the buffer alone;
 4. `KVM_GET_SUPPORTED_CPUID` once; every vCPU gets that table (plus the machine's CPU-model
    overrides, and its own APIC ID) through `KVM_SET_CPUID2`. Without it, this host's KVM shows
    the guest an all-zero CPUID (shared/notes/host-kvm.md §1).
+
+Dirty-page logging (`--dirty-log`; §4.8 KVM_GET_DIRTY_LOG): with `KVM_MEM_LOG_DIRTY_PAGES` on a
+slot, KVM write-protects its pages in the second stage (EPT/NPT, or here the shadow page
+tables) and sets a bit per 4 KiB page on the first guest write; `KVM_GET_DIRTY_LOG` copies the
+slot's bitmap out, clears it and write-protects those pages again. The flag can be switched
+on for an existing slot (only the flags change), which is how QEMU and Firecracker start a
+migration or a diff snapshot. Writes by the VMM itself to the host mapping are not logged.
+KVM also offers a per-vCPU dirty ring (KVM_CAP_DIRTY_LOG_RING) and manual re-protection
+(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2); emu uses the plain bitmap.
 
 The interrupt controllers stay in userspace (no `KVM_CREATE_IRQCHIP`): the machine's PIC
 decides, and the vCPU injects with `KVM_INTERRUPT` (see vcpu.py).
@@ -25,11 +37,13 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..accel import Accelerator, IoHandler, MemoryRegion
+from ..accel import Accelerator, DirtyLogStats, IoHandler, MemoryRegion
 from ..errors import EmuError
 from . import api
 from .api import KvmError, ioctl, ioctl_raw
@@ -45,6 +59,8 @@ KVM_DEVICE = "/dev/kvm"
 KVM_IDENTITY_MAP_ADDRESS = 0xFEFFC000
 KVM_TSS_ADDRESS = KVM_IDENTITY_MAP_ADDRESS + 0x1000
 PAGE_SIZE = 4096
+DIRTY_LOG_INTERVAL_NS = 100_000_000  # read the dirty log at most every 100 ms (and at exit)
+SYS_MODULE = Path("/sys/module")
 
 # A CPU model as the machine declares it (emu.cpuid.CpuModel.leaves has this shape):
 # leaf -> (eax, ebx, ecx, edx) for subleaf 0, or (leaf, subleaf) -> (eax, ebx, ecx, edx), where
@@ -132,6 +148,61 @@ def with_apic_id(entries: list[CpuidEntry], apic_id: int) -> list[CpuidEntry]:
     return out
 
 
+@dataclass
+class MemorySlot:
+    """One KVM memory slot: its number, the region it maps, its flags, and (while dirty logging)
+    a bitmap (bit n = page n of the slot) of every page the guest wrote since logging began."""
+
+    slot: int
+    region: MemoryRegion
+    flags: int
+    written: int = 0
+    _bitmap: ctypes.Array | None = field(default=None, repr=False)
+
+    @property
+    def pages(self) -> int:
+        return self.region.size // PAGE_SIZE
+
+    def bitmap_buffer(self) -> ctypes.Array:
+        """The buffer KVM_GET_DIRTY_LOG fills: a bit per page, in 64-bit words (api.rst §4.8)."""
+        if self._bitmap is None:
+            self._bitmap = (ctypes.c_uint64 * ((self.pages + 63) // 64))()
+        return self._bitmap
+
+
+def second_stage_translation(sys_module: Path = SYS_MODULE) -> dict[str, object]:
+    """How this host's KVM maps guest-physical to host-physical memory, from module parameters.
+
+    With EPT (Intel, kvm_intel.ept) or NPT (AMD, kvm_amd.npt) the CPU walks the guest's page
+    tables and then KVM's second-stage tables in hardware; `kvm.tdp_mmu` says whether KVM builds
+    those with its newer TDP MMU. Without either, KVM builds shadow page tables: it write-protects
+    the guest's page tables, walks them itself on faults and loads guest-virtual -> host-physical
+    tables into the real CR3. Nested kvm_pvm hosts (shared/notes/host-kvm.md) work that way.
+    Either way emu never sees a page-table walk or a TLB miss, so it has no MMU counters on kvm.
+    """
+
+    def param(module: str, name: str) -> str | None:
+        try:
+            return (sys_module / module / "parameters" / name).read_text().strip()
+        except OSError:
+            return None
+
+    tdp_mmu = param("kvm", "tdp_mmu")
+    if param("kvm_intel", "ept") in ("Y", "1"):
+        second_stage, module = "ept", "kvm_intel"
+    elif param("kvm_amd", "npt") in ("Y", "1"):
+        second_stage, module = "npt", "kvm_amd"
+    else:
+        second_stage = "shadow"
+        module = next((m for m in ("kvm_pvm", "kvm_intel", "kvm_amd") if (sys_module / m).exists()), "kvm")
+    return {
+        "translation": "kvm",
+        "second_stage": second_stage,
+        "module": module,
+        "tdp_mmu": None if tdp_mmu is None else tdp_mmu in ("Y", "1"),
+    }
+
+
 class KvmAccelerator(Accelerator):
     """A KVM VM: memory slots, CPUID, vCPUs. Raises EmuError (one line) if KVM is unusable."""
 
@@ -155,7 +226,11 @@ class KvmAccelerator(Accelerator):
         self.kvm_fd = -1
         self.vm_fd = -1
         self.regions: list[MemoryRegion] = []
+        self.slots: list[MemorySlot] = []
         self.vcpus: list[KvmVCpu] = []
+        self.dirty_logging = False
+        self.dirty = DirtyLogStats()
+        self._dirty_started_ns = self._dirty_synced_ns = 0
         try:
             self.kvm_fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
         except OSError as err:
@@ -207,22 +282,88 @@ class KvmAccelerator(Accelerator):
     # --- memory ---------------------------------------------------------------------------
 
     def add_memory_region(self, region: MemoryRegion) -> None:
+        """A new memory slot for `region`: RAM, or ROM if `region.readonly` (KVM_MEM_READONLY)."""
         layout = {"guest address": region.guest_address, "size": region.size, "host address": region.host_address}
         for what, value in layout.items():
             if value % PAGE_SIZE or value < 0 or (what == "size" and value == 0):
                 raise EmuError(f"memory region {region.name!r}: {what} {value:#x} is not a positive multiple of 4 KiB")
         if region.readonly and not self.readonly_memory:
             raise EmuError(f"memory region {region.name!r}: this host's KVM lacks KVM_CAP_READONLY_MEM")
-        slot = api.kvm_userspace_memory_region(
-            slot=len(self.regions),
-            flags=api.KVM_MEM_READONLY if region.readonly else 0,
+        if region.readonly:
+            flags = api.KVM_MEM_READONLY
+        else:
+            flags = api.KVM_MEM_LOG_DIRTY_PAGES if self.dirty_logging else 0
+        slot = MemorySlot(len(self.slots), region, flags)
+        self._set_slot(slot)
+        self.slots.append(slot)
+        self.regions.append(region)
+
+    def _set_slot(self, slot: MemorySlot) -> None:
+        region = slot.region
+        arg = api.kvm_userspace_memory_region(
+            slot=slot.slot,
+            flags=slot.flags,
             guest_phys_addr=region.guest_address,
             memory_size=region.size,
             userspace_addr=region.host_address,
         )
         context = f"slot {slot.slot} {region.name!r} at {region.guest_address:#x}+{region.size:#x}"
-        ioctl(self.vm_fd, api.KVM_SET_USER_MEMORY_REGION, ctypes.byref(slot), context)
-        self.regions.append(region)
+        ioctl(self.vm_fd, api.KVM_SET_USER_MEMORY_REGION, ctypes.byref(arg), context)
+
+    # --- dirty-page logging ---------------------------------------------------------------
+
+    def enable_dirty_log(self) -> None:
+        """Set KVM_MEM_LOG_DIRTY_PAGES on every writable slot, now and for slots added later."""
+        if self.dirty_logging:
+            return
+        self.dirty_logging = True
+        for slot in self.slots:
+            if not slot.region.readonly:
+                slot.flags |= api.KVM_MEM_LOG_DIRTY_PAGES
+                self._set_slot(slot)
+        self._dirty_started_ns = self._dirty_synced_ns = time.monotonic_ns()
+
+    def get_dirty_log(self, slot: MemorySlot) -> int:
+        """KVM_GET_DIRTY_LOG for one slot: the pages written since the last call, as an int
+        whose bit n is page n of the slot. KVM clears its bitmap with the call."""
+        bitmap = slot.bitmap_buffer()
+        arg = api.kvm_dirty_log(slot=slot.slot, dirty_bitmap=ctypes.addressof(bitmap))
+        ioctl(self.vm_fd, api.KVM_GET_DIRTY_LOG, ctypes.byref(arg), f"slot {slot.slot} {slot.region.name!r}")
+        return int.from_bytes(bytes(bitmap), "little")
+
+    def sync_dirty_log(self, final: bool = False) -> None:
+        """One round over all logged slots, at most every DIRTY_LOG_INTERVAL_NS unless `final`."""
+        if not self.dirty_logging:
+            return
+        now = time.monotonic_ns()
+        if not final and now - self._dirty_synced_ns < DIRTY_LOG_INTERVAL_NS:
+            return
+        for slot in self.slots:
+            if slot.flags & api.KVM_MEM_LOG_DIRTY_PAGES:
+                bits = self.get_dirty_log(slot)
+                if bits:
+                    self.dirty.reported_pages += bits.bit_count()
+                    slot.written |= bits
+        self._dirty_synced_ns = now
+        self.dirty.reads += 1
+        self.dirty.pages = sum(slot.written.bit_count() for slot in self.slots)
+        self.dirty.seconds = (now - self._dirty_started_ns) / 1e9
+
+    def dirty_log_stats(self) -> DirtyLogStats | None:
+        return self.dirty if self.dirty_logging else None
+
+    def dirty_pages(self) -> list[int]:
+        """Guest-physical addresses of the pages written since logging began (as of the last sync)."""
+        out = []
+        for slot in self.slots:
+            for i, byte in enumerate(slot.written.to_bytes((slot.pages + 7) // 8, "little")):
+                if byte:
+                    base = slot.region.guest_address + i * 8 * PAGE_SIZE
+                    out.extend(base + bit * PAGE_SIZE for bit in range(8) if byte >> bit & 1)
+        return out
+
+    def mmu_report(self) -> dict[str, object]:
+        return second_stage_translation()
 
     def read_guest_physical(self, address: int, length: int) -> bytes:
         """Up to `length` bytes of guest RAM/ROM at `address`; shorter where the RAM ends."""

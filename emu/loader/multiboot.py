@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..accel import CpuState, DescriptorTable, Segment
 from ..errors import EmuError
-from ..memory import GuestMemory
+from ..memory import FOUR_GIB, GuestMemory, MemoryLayout
 
 MULTIBOOT_MAGIC = 0x1BADB002
 BOOTLOADER_MAGIC = 0x2BADB002
@@ -86,7 +86,7 @@ def load_kernel(image: bytes, name: str, memory: GuestMemory) -> LoadedKernel:
 def _place(memory: GuestMemory, name: str, address: int, data: bytes, memsz: int) -> None:
     if address < 0x1000 or not memory.contains(address, memsz):
         raise EmuError(f"{name}: segment at {address:#x}-{address + memsz:#x} lies outside guest RAM "
-                       f"(0-{memory.size:#x}); try a larger -m")  # fmt: skip
+                       f"({memory.describe()}); try a larger -m")  # fmt: skip
     memory.write(address, data + bytes(memsz - len(data)))
 
 
@@ -145,21 +145,35 @@ def _load_elf(image: bytes, name: str, memory: GuestMemory) -> LoadedKernel:
     return loaded
 
 
-def e820_map(ram_size: int) -> list[tuple[int, int, int]]:
-    """The BIOS memory map (ACPI spec §15, INT 15h E820h) of emu's PC: (base, length, type)."""
-    return [
+def e820_map(layout: MemoryLayout) -> list[tuple[int, int, int]]:
+    """The BIOS memory map (ACPI spec §15, INT 15h E820h) of emu's PC: (base, length, type).
+
+    From the layout: conventional memory up to the EBDA, the BIOS area, extended memory below
+    4 GiB less the top 128 KiB the firmware keeps, the BIOS ROM alias below 4 GiB, and any RAM
+    above 4 GiB. A flat layout (tests) is described as the PC it stands in for.
+    """
+    top = layout.below_4g_size
+    entries = [
         (0, LOW_MEMORY_END, E820_RAM),
         (LOW_MEMORY_END, 0xA0000 - LOW_MEMORY_END, E820_RESERVED),
         (0xF0000, 0x10000, E820_RESERVED),
-        (0x100000, ram_size - FIRMWARE_RESERVED - 0x100000, E820_RAM),
-        (ram_size - FIRMWARE_RESERVED, FIRMWARE_RESERVED, E820_RESERVED),
+        (0x100000, top - FIRMWARE_RESERVED - 0x100000, E820_RAM),
+        (top - FIRMWARE_RESERVED, FIRMWARE_RESERVED, E820_RESERVED),
         (0xFFFC0000, 0x40000, E820_RESERVED),  # the BIOS ROM alias below 4 GiB
     ]
+    if layout.above_4g_size:
+        entries.append((FOUR_GIB, layout.above_4g_size, E820_RAM))
+    return entries
+
+
+def memory_sizes(layout: MemoryLayout) -> tuple[int, int]:
+    """(mem_lower, mem_upper) in KiB (§3.3): conventional memory, then contiguous RAM from 1 MiB
+    to the first hole (the firmware's top 128 KiB excluded); RAM above 4 GiB is only in the map."""
+    return LOW_MEMORY_END // 1024, (layout.below_4g_size - FIRMWARE_RESERVED) // 1024 - 1024
 
 
 def build_info(memory: GuestMemory, cmdline: str, modules: list[tuple[int, int, str]]) -> int:
     """Write the multiboot information structure (§3.3) and return its address."""
-    ram = memory.size
     cursor = MBI_ADDRESS + 0x80  # after the 88-byte structure (rounded)
 
     def put(data: bytes) -> int:
@@ -173,18 +187,19 @@ def build_info(memory: GuestMemory, cmdline: str, modules: list[tuple[int, int, 
 
     cmd_addr = put(cmdline.encode() + b"\0")
     name_addr = put(LOADER_NAME)
-    mmap = b"".join(struct.pack("<IQQI", 20, base, length, kind) for base, length, kind in e820_map(ram))
+    mmap = b"".join(struct.pack("<IQQI", 20, base, length, kind) for base, length, kind in e820_map(memory.layout))
     mmap_addr = put(mmap)
     mod_entries = b""
     for start, end, string in modules:
         mod_entries += struct.pack("<IIII", start, end, put(string.encode() + b"\0"), 0)
     mods_addr = put(mod_entries) if modules else 0
     flags = MBI_MEMORY | MBI_BOOTDEV | MBI_CMDLINE | MBI_MODS | MBI_MMAP | MBI_LOADER_NAME
+    mem_lower, mem_upper = memory_sizes(memory.layout)
     info = struct.pack(
         "<IIIIIIIIIIIIIIIIIIIIIII",
         flags,
-        LOW_MEMORY_END // 1024,  # mem_lower: KiB of conventional memory (INT 12h)
-        (ram - FIRMWARE_RESERVED) // 1024 - 1024,  # mem_upper: KiB of usable RAM from 1 MiB up
+        mem_lower,  # KiB of conventional memory (INT 12h)
+        mem_upper,  # KiB of usable RAM from 1 MiB up
         0x8000FFFF,  # boot_device: BIOS disk 0x80, no partition
         cmd_addr,
         len(modules),

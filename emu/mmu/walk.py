@@ -17,8 +17,8 @@ sets the Accessed bit in every entry it used and, for a write, the Dirty bit in 
 in guest memory, as the hardware does (§4.8). A failed walk is a page fault whose error code
 says why (§4.7): P (protection, not absence), W/R, U/S, RSVD, I/D.
 
-A table outside RAM reads as all ones, as unassigned memory does on a PC: present, with
-reserved bits set, so such a walk ends in an RSVD fault, never in a host error.
+A table outside RAM reads as zeros, as unassigned memory does in emu (and QEMU, and KVM's own
+walker): not present, so such a walk ends in a #PF, never in a host error.
 
 This walker is the single source of truth for the tcg MMU (emu.mmu.shadow caches its results)
 and serves emu's own accesses by linear address (interrupt delivery).
@@ -97,8 +97,8 @@ class PhysicalMemory(Protocol):
 def _load(mem: PhysicalMemory, address: int, size: int) -> int:
     try:
         return mem.read_u64(address) if size == 8 else mem.read_u32(address)
-    except Exception:  # noqa: BLE001 - any unassigned address reads as all ones
-        return (1 << (8 * size)) - 1
+    except Exception:  # noqa: BLE001 - unassigned memory reads as zeros (emu.devices.bus)
+        return 0
 
 
 PHYS_MASK = ((1 << MAXPHYADDR) - 1) & ~0xFFF

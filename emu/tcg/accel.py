@@ -3,9 +3,10 @@
 Unicorn is QEMU's TCG binary translator as a library. emu always creates it in `UC_MODE_64`
 (the only mode whose registers are all readable) and puts it into the state a guest needs by
 patching the saved context (emu.tcg.context). Guest RAM is the shared host mapping from
-emu.memory, mapped with `mem_map_ptr`; every guest-physical address below 4 GiB that is not RAM
-is an `mmio_map` region routed to the machine's MMIO bus, so an access to a hole reads all ones
-as on a PC instead of stopping the emulator.
+emu.memory, mapped with `mem_map_ptr`; every guest-physical address that is not RAM, up to the
+CPU's physical address width, is an `mmio_map` region routed to the machine's MMIO bus, so an
+access to a hole reads as unassigned memory (zeros, as in QEMU) instead of stopping the emulator. The machine maps one region per RAM range of the
+PC map (emu.memory): 0-640 KiB, 1 MiB up to 3 GiB at most, and RAM above 4 GiB.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from ..accel import Accelerator, IoHandler, MemoryRegion
 from ..cpuid import CpuModel, emu64
 from ..errors import EmuError
 from ..memory import GuestMemory
+from ..mmu.walk import MAXPHYADDR
 from .context import SavedContext
 from .softmmu import SoftMmu
 from .vcpu import TcgVCpu
 
 FOUR_GIB = 1 << 32
+PHYSICAL_LIMIT = 1 << MAXPHYADDR  # emu's CPU model: 40-bit physical addresses
 
 
 class TcgAccelerator(Accelerator):
@@ -63,14 +66,16 @@ class TcgAccelerator(Accelerator):
         return vcpu
 
     def _map_holes(self, vcpu: TcgVCpu) -> None:
-        """Route every non-RAM page below 4 GiB to the MMIO bus."""
+        """Route every guest-physical page that is not RAM, up to the CPU's physical address
+        width, to the MMIO bus: the legacy and PCI holes below 4 GiB, and anything above RAM,
+        read as zeros and dropped on write, as unassigned memory is in QEMU (emu.devices.bus)."""
         cursor = 0
         for region in sorted(self.regions, key=lambda r: r.guest_address):
-            if region.guest_address > cursor:
+            if cursor < region.guest_address:
                 self._map_mmio(vcpu, cursor, region.guest_address - cursor)
             cursor = max(cursor, region.guest_address + region.size)
-        if cursor < FOUR_GIB:
-            self._map_mmio(vcpu, cursor, FOUR_GIB - cursor)
+        if cursor < PHYSICAL_LIMIT:
+            self._map_mmio(vcpu, cursor, PHYSICAL_LIMIT - cursor)
 
     def _map_mmio(self, vcpu: TcgVCpu, base: int, size: int) -> None:
         self.uc.mmio_map(base, size, vcpu._mmio_read, base, vcpu._mmio_write, base)

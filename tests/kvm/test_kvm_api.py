@@ -26,6 +26,7 @@ def test_struct_sizes() -> None:
     assert sizeof(api.kvm_sregs) == 312
     assert sizeof(api.kvm_fpu) == 416
     assert sizeof(api.kvm_userspace_memory_region) == 32
+    assert sizeof(api.kvm_dirty_log) == 16
     assert sizeof(api.kvm_translation) == 24
     assert sizeof(api.kvm_interrupt) == 4
     assert sizeof(api.kvm_msr_entry) == 16
@@ -79,7 +80,7 @@ def test_ioctl_numbers() -> None:
     expected = {
         "KVM_GET_API_VERSION": 0xAE00, "KVM_CREATE_VM": 0xAE01, "KVM_CHECK_EXTENSION": 0xAE03,
         "KVM_GET_VCPU_MMAP_SIZE": 0xAE04, "KVM_GET_SUPPORTED_CPUID": 0xC008AE05,
-        "KVM_CREATE_VCPU": 0xAE41, "KVM_SET_USER_MEMORY_REGION": 0x4020AE46,
+        "KVM_CREATE_VCPU": 0xAE41, "KVM_GET_DIRTY_LOG": 0x4010AE42, "KVM_SET_USER_MEMORY_REGION": 0x4020AE46,
         "KVM_SET_TSS_ADDR": 0xAE47, "KVM_SET_IDENTITY_MAP_ADDR": 0x4008AE48,
         "KVM_ENABLE_CAP": 0x4068AEA3, "KVM_RUN": 0xAE80, "KVM_GET_REGS": 0x8090AE81,
         "KVM_SET_REGS": 0x4090AE82, "KVM_GET_SREGS": 0x8138AE83, "KVM_SET_SREGS": 0x4138AE84,

@@ -43,7 +43,7 @@ def rig():
         memory = GuestMemory(RAM)
         accel = TcgAccelerator(memory, mmu="unicorn")
         accel.add_memory_region(MemoryRegion(0, RAM, memory.host_address))
-        vcpu = accel.create_vcpu(0, RecordingIo(read_value=(1 << 64) - 1))  # unassigned reads as ones
+        vcpu = accel.create_vcpu(0, RecordingIo(read_value=0))  # unassigned memory reads as zeros
         accel.uc.ctl_set_tlb_mode(UC_TLB_CPU)
         _rig.update(memory=memory, accel=accel, vcpu=vcpu)
     return _rig["memory"], _rig["vcpu"]
