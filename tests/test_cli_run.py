@@ -49,6 +49,12 @@ def test_stats_json_and_table(tmp_path: Path, accel: str) -> None:
     assert stats["exits"]["interrupt" if accel == "tcg" else "io"] >= 20
     assert stats["guest_seconds"] > 0 and stats["host_seconds"] >= 0
     assert (stats["instructions"] or 0) > 1000 if accel == "tcg" else stats["instructions"] is None
+    mmu = stats["mmu"]
+    if accel == "tcg":  # emu's shadow MMU: irqs64 runs with paging on, so there are fills
+        assert mmu["translation"] == "emu shadow MMU" and mmu["walks"] > 0 and mmu["shadow_hits"] >= 0
+        assert mmu["walker_disagreements"] == 0 and "mmu (shadow):" in result.stderr
+    else:  # the hardware (or KVM's own shadow MMU) translates: said, not zero counters
+        assert mmu["translation"] == "kvm" and "second-stage translation" in result.stderr
     assert "exit reason" in result.stderr and f"emu statistics ({accel})" in result.stderr
     assert "hlt" in result.stderr and "time: guest" in result.stderr
 
