@@ -42,8 +42,8 @@ MODE_CR0 = CR0_PG | CR0_WP | CR0_PE
 MODE_CR4 = CR4_PAE | CR4_PSE | CR4_PGE | CR4_SMEP | CR4_SMAP
 MODE_EFER = EFER_LMA | EFER_NXE
 FLUSH_INTERVAL_NS = 10_000_000  # re-protect written page-table frames at most every 10 ms
-_CRS = struct.Struct("<5Q")
-_U32 = struct.Struct("<I")
+# hflags, cr[0..4] and EFER from one saved context (offsets in emu.tcg.context)
+_STATE = struct.Struct(f"<{OFF_HFLAGS}xI{OFF_CR - OFF_HFLAGS - 4}x5Q{OFF_EFER - OFF_CR - 40}xQ")
 _U64 = struct.Struct("<Q")
 _SYSTEM_TABLES = (6, 7, 8, 9)  # LDT, TR, GDTR, IDTR caches
 
@@ -123,16 +123,15 @@ class SoftMmu:
             return False
 
     def _translate(self, page: int, access: Access, out: TlbEntry) -> bool:
-        ctx = self.ctx
-        ctx.save()
-        raw = self._raw
-        cr0, _, _, cr3, cr4 = _CRS.unpack_from(raw, HEADER + OFF_CR)
+        """One TLB fill. The hit path (a translation already in the shadow table) is the hot one:
+        one context save, one unpack, one dict lookup."""
+        self.ctx.save()
+        hflags, cr0, _, _, cr3, cr4, efer = _STATE.unpack_from(self._raw, HEADER)
         if not cr0 & CR0_PG:
             out.paddr, out.perms = page & 0xFFFF_FFFF, UC_PROT_READ | UC_PROT_WRITE | UC_PROT_EXEC
             return True
-        efer = _U64.unpack_from(raw, HEADER + OFF_EFER)[0]
         shadow = self.shadow
-        mode = (cr0 & MODE_CR0, cr4 & MODE_CR4, efer & MODE_EFER)
+        mode = (cr0 & MODE_CR0) | (cr4 & MODE_CR4) << 32 | (efer & MODE_EFER) << 64
         if mode != self._mode:
             if self._mode is not None:
                 shadow.flush("paging mode")
@@ -145,17 +144,17 @@ class SoftMmu:
         if efer & EFER_LMA and (page >> 47) not in (0, 0x1FFFF):
             self.fault = PendingFault(page, access, NON_CANONICAL)  # QEMU's walker raises #GP/#SS
             return False
-        user = (_U32.unpack_from(raw, HEADER + OFF_HFLAGS)[0] & 3) == 3
+        user = hflags & 3 == 3
         if user and self._in_system_table(page):
             user = False  # an implicit supervisor access made for CPL3 code (see module doc)
         smap_sensitive = not user and cr4 & CR4_SMAP
-        hit = None if smap_sensitive else shadow.lookup(cr3, page, user)
+        hit = None if smap_sensitive else shadow.entries.get((cr3, page, user))
         counters = shadow.counters
         if hit is not None and (access is not Access.WRITE or hit.writable):
             counters.shadow_hits += 1
             frame, writable, executable = hit.physical_page, hit.writable, hit.executable
         else:
-            rflags = _U64.unpack_from(raw, HEADER + OFF_EFLAGS)[0]
+            rflags = _U64.unpack_from(self._raw, HEADER + OFF_EFLAGS)[0]
             self.walking = True  # the walker's own A/D writes are not guest stores to page tables
             try:
                 t = walk_page_tables(self.memory, PagingMode(cr0, cr3, cr4, efer, rflags), page, access, user)
@@ -173,17 +172,18 @@ class SoftMmu:
                 shadow.insert(cr3, page, user, ShadowEntry(frame, writable, executable, t.tables))
             else:
                 counters.uncached_fills += 1
-        perms = UC_PROT_READ | (UC_PROT_EXEC if executable else 0)
+        perms = UC_PROT_READ | UC_PROT_EXEC if executable else UC_PROT_READ
         if writable:
-            if shadow.protected(frame):
+            if shadow.dependents.get(frame):  # a page table that cached translations came from
                 if access is Access.WRITE:
                     shadow.page_table_write(frame)  # the store proceeds; dependents are gone
                     perms |= UC_PROT_WRITE
+                    shadow.writable_frames.add(frame)
             else:
                 perms |= UC_PROT_WRITE
-            if perms & UC_PROT_WRITE:
-                shadow.granted_write(frame)
-        out.paddr, out.perms = frame, perms
+                shadow.writable_frames.add(frame)
+        out.paddr = frame
+        out.perms = perms
         return True
 
     def _in_system_table(self, page: int) -> bool:
