@@ -46,7 +46,6 @@ from .memory import GuestMemory
 
 COM1_BASE, COM1_IRQ = 0x3F8, 4
 WINDOW_POLL_NS = 200_000  # tcg: how often to look for IF=1 while an interrupt waits
-INPUT_POLL_NS = 1_000_000  # how often to offer held-back terminal input to a full UART
 
 
 @dataclass
@@ -176,7 +175,7 @@ class Machine:
         self.rtc.set_memory_size(self.memory.size, self.memory.layout.below_4g_size)
         ports.register(0x70, 2, self.rtc, "rtc")
         self.uart = Uart16550(self.pic.line(COM1_IRQ))
-        ports.register(COM1_BASE, 8, self.uart, "com1")
+        ports.register(COM1_BASE, 8, _TerminalFeed(self.uart, self), "com1")
         ports.register(0xF4, 4, DebugExit(self), "isa-debug-exit")
         ports.register(0x80, 1, PostCodePort(), "post")
         ports.register(0x92, 1, SystemControlPortA(self), "port-a")
@@ -239,8 +238,6 @@ class Machine:
             deadline = self.clock.next_deadline()
             if window and self._poll_window:
                 deadline = _earliest(deadline, time.monotonic_ns() + WINDOW_POLL_NS)
-            if self._pending_input:  # the UART was full: come back when the guest may have read
-                deadline = _earliest(deadline, time.monotonic_ns() + INPUT_POLL_NS)
             kicker.schedule(deadline)
             self._in_guest = True
             try:
@@ -303,8 +300,6 @@ class Machine:
             if self.pic.has_interrupt():
                 break
             deadline = self.clock.next_deadline()
-            if self._pending_input:
-                deadline = _earliest(deadline, time.monotonic_ns() + INPUT_POLL_NS)
             timeout = None if deadline is None else max(0, deadline - time.monotonic_ns()) / 1e9
             self._wake.wait(timeout)
             self._wake.clear()
@@ -316,6 +311,29 @@ class Machine:
         self.vcpu.close()
         self.accel.close()
         self.memory.close()
+
+
+@dataclass
+class _TerminalFeed:
+    """COM1 on the bus: terminal input held back while the UART was full is offered again on
+    every guest read of the UART (a read of RBR is what makes room), synchronously on the vCPU
+    thread, so no timer has to interrupt a guest that polls the line status."""
+
+    uart: Uart16550
+    machine: "Machine"
+
+    @property
+    def max_access_size(self) -> int:
+        return self.uart.max_access_size
+
+    def io_read(self, offset: int, size: int) -> int:
+        value = self.uart.io_read(offset, size)
+        if self.machine._pending_input:
+            self.machine._feed_terminal()
+        return value
+
+    def io_write(self, offset: int, size: int, value: int) -> None:
+        self.uart.io_write(offset, size, value)
 
 
 def _earliest(deadline: int | None, other: int) -> int:
