@@ -395,6 +395,13 @@ class VCpu(ABC):
     def kick(self) -> None:
         """Make a running (or the next) run() return KickExit soon. Safe from any thread."""
 
+    #: True when the vCPU stops itself at the deadline given to set_deadline(), exactly at an
+    #: instruction boundary, so the machine need not kick it from another thread for timers.
+    preempts_itself: bool = False
+
+    def set_deadline(self, deadline_ns: int | None) -> None:  # noqa: B027 - optional
+        """Return KickExit from run() once monotonic time reaches `deadline_ns`."""
+
     def close(self) -> None:  # noqa: B027 - optional
         """Release host resources."""
 

@@ -238,7 +238,10 @@ class Machine:
             deadline = self.clock.next_deadline()
             if window and self._poll_window:
                 deadline = _earliest(deadline, time.monotonic_ns() + WINDOW_POLL_NS)
-            kicker.schedule(deadline)
+            if vcpu.preempts_itself:  # tcg: instruction-count slices end the run at the deadline
+                vcpu.set_deadline(deadline)
+            else:
+                kicker.schedule(deadline)
             self._in_guest = True
             try:
                 event = vcpu.run()

@@ -35,13 +35,16 @@ from ..accel import (CR0_PG, GPR_NAMES, MSR_CSTAR, MSR_IA32_SYSENTER_CS, MSR_IA3
                      STATE_MSRS, CpuState, ExitReason, ExitStats, HaltExit, InternalErrorExit,
                      InterruptWindowExit, IoHandler, KickExit, ShutdownExit, VCpu, VcpuExit)  # fmt: skip
 from ..cpuid import CpuModel
-from ..memory import GuestMemory
+from ..memory import GuestMemory, GuestMemoryError
+from ..mmu.linear import LinearMemory
+from ..mmu.walk import PageFault, PagingMode
 from .context import (OFF_ERROR_CODE, OFF_EXCEPTION_IS_INT, SavedContext, check_layout)
 from .fast_syscall import FastSyscall, GeneralProtection, InvalidOpcode
 from .softmmu import PendingFault, SoftMmu
 from .interrupts import HAS_ERROR_CODE, Delivery, Event, EventKind, TripleFault, UnsupportedDelivery
 
 UNTIL = 0xDEAD_0000_0000_0000  # a non-canonical address no guest executes: run until stopped
+MIN_SLICE, MAX_SLICE = 1_000, 50_000_000  # instructions per emu_start while a deadline is pending
 _ns = time.perf_counter_ns
 
 
@@ -55,6 +58,14 @@ class _MsrValue(ctypes.Structure):
 
 
 class TcgVCpu(VCpu):
+    """Preemption is by instruction-count slices (`emu_start(count=N)`), not by `emu_stop` from
+    another thread: Unicorn 2.1 can resume an asynchronously stopped run at a stale EIP and
+    repeat stores (upstream issue #1355; tests/tcg/test_preemption.py). Once a deadline has been
+    set, every run carries a budget sized from the measured instruction rate, and Unicorn stops
+    exactly at an instruction boundary when it is spent."""
+
+    preempts_itself = True
+
     def __init__(self, uc: Uc, memory: GuestMemory, io: IoHandler, cpu_model: CpuModel,
                  count_instructions: bool = False) -> None:  # fmt: skip
         self.uc = uc
@@ -82,6 +93,9 @@ class TcgVCpu(VCpu):
         self._running = False
         self._deferred_invalidations: list[tuple[int, int]] = []
         self._cpu_store = False  # emu is storing on the CPU's behalf (interrupt delivery)
+        self._deadline_ns: int | None = None
+        self._counting = False  # translated code carries Unicorn's instruction-count hook
+        self._rate = 50.0  # guest instructions per microsecond, measured from exhausted slices
         self._io_count = 0  # port IO is the hot path: counted here, folded into stats by run()
         self._io_ns = 0
         # IN/OUT are registered as raw C callbacks: the binding's wrapper costs ~1 us per call.
@@ -238,6 +252,10 @@ class TcgVCpu(VCpu):
                 self._window = False
                 self.stats.count(ExitReason.IRQ_WINDOW)
                 return InterruptWindowExit()
+            budget = self._slice_budget()
+            if budget < 0:  # the deadline has passed: the machine has timers to run
+                self.stats.count(ExitReason.KICK)
+                return KickExit()
             self._pending = None
             self._syscall = None
             self._handler_ns = 0
@@ -245,7 +263,7 @@ class TcgVCpu(VCpu):
             start = _ns()
             self._running = True
             try:
-                self.uc.emu_start(self._reg(UC_X86_REG_RIP), UNTIL)
+                self.uc.emu_start(self._reg(UC_X86_REG_RIP), UNTIL, count=budget)
                 error = None
             except UcError as err:
                 error = err
@@ -275,8 +293,44 @@ class TcgVCpu(VCpu):
                 continue
             if self._kick.is_set():
                 continue  # returns KickExit at the top of the loop
+            if budget and not self._stopped_after_hlt():
+                self._measure_rate(budget, _ns() - start)
+                continue  # the slice was spent; the top of the loop checks the deadline
             self.stats.count(ExitReason.HLT)
             return HaltExit()
+
+    # preemption by instruction-count slices -------------------------------------------------
+    def set_deadline(self, deadline_ns: int | None) -> None:
+        self._deadline_ns = deadline_ns
+
+    def _slice_budget(self) -> int:
+        """Instructions for the next emu_start: 0 = unlimited, -1 = the deadline has passed."""
+        if self._deadline_ns is None:
+            return MAX_SLICE if self._counting else 0
+        remaining_us = (self._deadline_ns - time.monotonic_ns()) / 1000
+        if remaining_us <= 0:
+            return -1
+        if not self._counting:  # code translated without the count hook would ignore a budget
+            self.uc.ctl_flush_tb()
+            self._counting = True
+        return int(min(max(remaining_us * self._rate, MIN_SLICE), MAX_SLICE))
+
+    def _measure_rate(self, budget: int, elapsed_ns: int) -> None:
+        if elapsed_ns > 0:
+            self._rate = 0.7 * self._rate + 0.3 * max(1.0, budget * 1000 / elapsed_ns)
+
+    def _stopped_after_hlt(self) -> bool:
+        """Did this slice end at a `hlt` (rather than with its budget spent)? The byte before
+        RIP tells; a budget spent right after an instruction ending in 0xF4 looks the same, and
+        then the guest merely idles until its next timer."""
+        ctx = self.ctx
+        ctx.save()
+        linear = ctx.raw_segment(1)[1] + ctx.rip - 1
+        paging = PagingMode(ctx.cr(0), ctx.cr(3), ctx.cr(4), ctx.efer)
+        try:
+            return LinearMemory(self.memory, paging).read(linear, 1) == b"\xf4"
+        except (PageFault, GuestMemoryError):
+            return False
 
     def _mmu_after_run(self, error: UcError | None) -> bool:
         """Shadow MMU bookkeeping after emu_start; True to run again at once (#PF retry)."""

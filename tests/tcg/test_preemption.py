@@ -1,16 +1,13 @@
-"""Preempting a running tcg guest from another thread must not re-execute instructions.
+"""Preempting a running tcg guest must not re-execute instructions.
 
-emu kicks a running vCPU out of Unicorn with `uc_emu_stop` from the kicker thread (timer
-deadlines) and from signal handlers. Unicorn 2.1.4 does not synchronize the guest PC when an
-asynchronous stop lands on a chained translation block (cpu_tb_exec skips
-synchronize_from_tb while stop_request is set; upstream issue #1355), so the run can resume at
-a stale EIP and repeat stores it already made. The test below shows it: a loop that increments
-a memory counter, kicked every 50 us, ends with more increments than iterations.
-
-It is marked xfail(strict=True): it documents a known defect of the tcg backend, and it will
-fail loudly (XPASS) once preemption is made exact (count-based slices, or a fixed Unicorn).
-Until then emu avoids needless asynchronous kicks: terminal input is fed on UART reads, and
-a halted guest is woken without one.
+Unicorn 2.1.4 does not synchronize the guest PC when an asynchronous `uc_emu_stop` (from
+another thread) lands on a chained translation block (cpu_tb_exec skips synchronize_from_tb
+while stop_request is set; upstream issue #1355), so a run stopped that way can resume at a
+stale EIP and repeat stores it already made. The first test shows that upstream behaviour
+(xfail, strict: it fails loudly if a Unicorn release fixes it). emu therefore preempts a
+running guest for its timers with instruction-count slices (emu.tcg.vcpu), which stop exactly;
+the second test checks that on both MMUs with a deadline every 50 us. `kick()` from another
+thread is left for ending the run (Ctrl-C, SIGTERM), where a repeated store no longer matters.
 """
 
 from __future__ import annotations
@@ -31,9 +28,7 @@ ITERATIONS = 200_000
 COUNTER = 0x200000
 
 
-@pytest.mark.xfail(strict=True, reason="Unicorn #1355: an async emu_stop can resume at a stale EIP")
-@pytest.mark.parametrize("mmu", ["shadow", "unicorn"])
-def test_async_kicks_do_not_repeat_stores(mmu: str) -> None:
+def counting_guest(mmu: str):
     memory = GuestMemory(8 << 20)
     accel = TcgAccelerator(memory, mmu=mmu)
     accel.add_memory_region(MemoryRegion(0, memory.size, memory.host_address))
@@ -41,6 +36,29 @@ def test_async_kicks_do_not_repeat_stores(mmu: str) -> None:
     memory.write(0x100000, assemble(f"mov ${ITERATIONS}, %ecx; 1: incl {COUNTER:#x}; dec %ecx; jnz 1b; hlt",
                                     0x100000, 32))  # fmt: skip
     vcpu.set_state(protected32_state(memory, rip=0x100000))
+    return memory, accel, vcpu
+
+
+@pytest.mark.parametrize("mmu", ["shadow", "unicorn"])
+def test_deadline_preemption_is_exact(mmu: str) -> None:
+    memory, accel, vcpu = counting_guest(mmu)
+    preemptions = 0
+    try:
+        while True:
+            vcpu.set_deadline(time.monotonic_ns() + 50_000)
+            if not isinstance(vcpu.run(), KickExit):
+                break
+            preemptions += 1
+    finally:
+        accel.close()
+    assert preemptions > 10  # the loop really was preempted, many times
+    assert memory.read_u32(COUNTER) == ITERATIONS
+
+
+@pytest.mark.xfail(strict=True, reason="Unicorn #1355: an async emu_stop can resume at a stale EIP")
+@pytest.mark.parametrize("mmu", ["shadow", "unicorn"])
+def test_unicorn_async_stop_repeats_stores(mmu: str) -> None:
+    memory, accel, vcpu = counting_guest(mmu)
     done = threading.Event()
 
     def kicker() -> None:
