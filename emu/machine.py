@@ -7,8 +7,8 @@ This is the VMM's main loop, the same on both accelerators:
     -> run the vCPU until it returns -> halt: sleep until the next timer or input; kick: loop.
 
 Device callbacks all run on this thread. Other threads only *kick* the vCPU: the `Kicker`
-at the next timer deadline, the terminal reader when input arrives, a signal handler on
-Ctrl-C. Port IO is served inside `VCpu.run()` through `self.buses` (the IoHandler); when a device
+at the next timer deadline (kvm; tcg ends its own runs at the deadline, see VCpu.set_deadline),
+the terminal reader when input arrives, a signal handler on Ctrl-C. Port IO is served inside `VCpu.run()` through `self.buses` (the IoHandler); when a device
 raises INTR during such an access, the PIC's output callback kicks the vCPU out of run().
 
 Memory map: the PC's (emu.memory): RAM at 0-640 KiB, from 1 MiB up to min(-m, 3 GiB), and the
