@@ -6,10 +6,12 @@ This is the VMM's main loop, the same on both accelerators:
     and the vCPU can take it, acknowledge (INTA) and inject; else ask for an interrupt window
     -> run the vCPU until it returns -> halt: sleep until the next timer or input; kick: loop.
 
-Device callbacks all run on this thread. Other threads only *kick* the vCPU: the `Kicker`
-at the next timer deadline (kvm; tcg ends its own runs at the deadline, see VCpu.set_deadline),
-the terminal reader when input arrives, a signal handler on Ctrl-C. Port IO is served inside `VCpu.run()` through `self.buses` (the IoHandler); when a device
-raises INTR during such an access, the PIC's output callback kicks the vCPU out of run().
+Device callbacks all run on this thread. On kvm other threads *kick* the vCPU: the `Kicker` at
+the next timer deadline, the terminal reader when input arrives, a signal handler on Ctrl-C.
+On tcg a run ends itself at the deadline (VCpu.set_deadline) and input waits for it, for the
+guest's next read of COM1, or wakes a halted guest; only ending the run kicks from outside.
+Port IO is served inside `VCpu.run()` through `self.buses` (the IoHandler); when a device
+raises INTR during such an access, the PIC's output callback stops run() from inside the hook.
 
 Memory map: the PC's (emu.memory): RAM at 0-640 KiB, from 1 MiB up to min(-m, 3 GiB), and the
 rest of -m from 4 GiB, one accelerator region (KVM memory slot) per range; the legacy hole
@@ -197,9 +199,10 @@ class Machine:
         self.vcpu.kick()
 
     def wake(self) -> None:
-        """From any thread: input arrived; interrupt a halt or a running vCPU."""
+        """From any thread: input arrived; interrupt a halt, or (kvm) a running vCPU."""
         self._wake.set()
-        self.vcpu.kick()
+        if not self.vcpu.preempts_itself:  # tcg: an asynchronous stop is not exact (see above)
+            self.vcpu.kick()
 
     # the main loop ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -331,7 +334,7 @@ class _TerminalFeed:
 
     def io_read(self, offset: int, size: int) -> int:
         value = self.uart.io_read(offset, size)
-        if self.machine._pending_input:
+        if self.machine._pending_input or not self.machine._terminal.data.empty():
             self.machine._feed_terminal()
         return value
 
