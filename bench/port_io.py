@@ -91,31 +91,26 @@ def main() -> None:
     args = parser.parse_args()
     work = tempdir()
 
-    n = args.tcg_iterations
-    code = loop_code(n, OUT_0X80)
-    image = write_image(code, work, "io-tcg.elf")
-    raw = best_of(args.runs, lambda: raw_unicorn_seconds(code)) / n * 1e6
-    emu = best_of(args.runs, lambda: emu_seconds(image, "tcg")) / n * 1e6
-    print(f"port IO round trip on tcg, {n} outs, best of {args.runs}")
-    print(f"  raw Unicorn, empty Python hook   {raw:7.2f} us")
-    print(f"  emu --accel tcg (bus + device)   {emu:7.2f} us   (goal < 2 us)")
-    print(f"  ratio emu/raw                    {emu / raw:7.2f}")
-
+    compare("tcg", args.tcg_iterations, args.runs, work, raw_unicorn_seconds,
+            "raw Unicorn, empty Python hook", "  (goal < 2 us)")  # fmt: skip
     try:
         os.close(os.open("/dev/kvm", os.O_RDWR))
     except OSError as err:
         print(f"port IO round trip on kvm: skipped (/dev/kvm: {err.strerror})")
         return
-    n = args.kvm_iterations
-    code = loop_code(n, OUT_0X80)
-    image = write_image(code, work, "io-kvm.elf")
-    bare = best_of(args.runs, lambda: bare_kvm_seconds(code)) / n * 1e6
-    emu = best_of(args.runs, lambda: emu_seconds(image, "kvm")) / n * 1e6
-    print(f"port IO round trip on kvm, {n} outs, best of {args.runs}")
-    print(f"  bare ctypes KVM_RUN loop         {bare:7.2f} us")
-    print(f"  emu --accel kvm (bus + device)   {emu:7.2f} us")
-    print(f"  ratio emu/bare                   {emu / bare:7.2f}")
+    compare("kvm", args.kvm_iterations, args.runs, work, bare_kvm_seconds, "bare ctypes KVM_RUN loop", "")
 
+
+def compare(accel: str, n: int, runs: int, work, reference, label: str, goal: str) -> None:
+    """Time n port-IO round trips under emu and under `reference(code)`; print both and the ratio."""
+    code = loop_code(n, OUT_0X80)
+    image = write_image(code, work, f"io-{accel}.elf")
+    ref = best_of(runs, lambda: reference(code)) / n * 1e6
+    emu = best_of(runs, lambda: emu_seconds(image, accel)) / n * 1e6
+    print(f"port IO round trip on {accel}, {n} outs, best of {runs}")
+    print(f"  {label:<32} {ref:7.2f} us")
+    print(f"  emu --accel {accel} (bus + device)   {emu:7.2f} us{goal}")
+    print(f"  ratio emu/reference              {emu / ref:7.2f}")
 
 if __name__ == "__main__":
     main()
