@@ -74,6 +74,8 @@ def find_header(image: bytes, name: str) -> MultibootHeader | None:
 def load_kernel(image: bytes, name: str, memory: GuestMemory) -> LoadedKernel:
     header = find_header(image, name)
     if header is None:
+        if image[:5] == b"\x7fELF\x01" and _elf_truncated(image):  # ELF32: check its headers
+            raise EmuError(f"{name}: truncated ELF file ({len(image)} bytes; its headers describe more)")
         kind = "an ELF file" if image[:4] == b"\x7fELF" else "a file"
         raise EmuError(f"{name}: {kind} without a multiboot header in its first 8 KiB")
     if header.flags & 0xFFFC & ~FLAG_AOUT_KLUDGE & 0xFFFF:
@@ -107,6 +109,20 @@ ELF_HEADER = struct.Struct("<16sHHIIIIIHHHHHH")  # Elf32_Ehdr (System V ABI, i38
 PROGRAM_HEADER = struct.Struct("<IIIIIIII")  # Elf32_Phdr
 PT_LOAD = 1
 EM_386 = 3
+
+
+def _elf_truncated(image: bytes) -> bool:
+    """Do the ELF headers describe program headers or segment bytes beyond the end of the file?"""
+    if len(image) < ELF_HEADER.size:
+        return True
+    _, _, _, _, _, phoff, _, _, _, phentsize, phnum, _, _, _ = ELF_HEADER.unpack_from(image)
+    if phentsize < PROGRAM_HEADER.size or phoff + phnum * phentsize > len(image):
+        return True
+    for i in range(phnum):
+        p_type, offset, _, _, filesz, _, _, _ = PROGRAM_HEADER.unpack_from(image, phoff + i * phentsize)
+        if p_type == PT_LOAD and offset + filesz > len(image):
+            return True
+    return False
 
 
 def _load_elf(image: bytes, name: str, memory: GuestMemory) -> LoadedKernel:
