@@ -35,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--append", "-append", default="", metavar="CMDLINE", help="kernel command line")
     p.add_argument("--initrd", "-initrd", default="", metavar="FILE[,FILE...]",
                    help="multiboot modules, comma-separated (as qemu -initrd gives them)")
-    p.add_argument("--mmu", choices=("shadow", "unicorn"), default="shadow",
-                   help="tcg only: emu's shadow-paging MMU (default) or Unicorn's own page walker")
+    p.add_argument("--mmu", choices=("shadow", "shadow-python", "unicorn"), default="shadow",
+                   help="tcg only: emu's shadow-paging MMU (default; repeated fills served in C), the same "
+                        "MMU with every fill in Python, or Unicorn's own page walker")
     p.add_argument("--mem-backing", choices=("4k", "thp", "hugetlb"), default="4k",
                    help="host pages behind guest RAM: 4 KiB pages (default), transparent huge pages, "
                         "or 2 MiB hugetlb pages from vm.nr_hugepages")

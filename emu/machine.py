@@ -59,7 +59,7 @@ class MachineConfig:
     count_instructions: bool = False
     display_name: str | None = None
     modules: list[Path] = field(default_factory=list)
-    mmu: str = "shadow"  # tcg: "shadow" (emu's MMU) or "unicorn" (Unicorn's own walker)
+    mmu: str = "shadow"  # tcg: "shadow" (emu's MMU), "shadow-python" (no C front) or "unicorn" (its walker)
     mem_backing: str = "4k"  # host pages behind guest RAM: "4k", "thp" or "hugetlb" (emu.memory)
     dirty_log: bool = False  # log the pages the guest writes (kvm: KVM_GET_DIRTY_LOG)
 

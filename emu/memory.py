@@ -423,6 +423,10 @@ class GuestMemory:
     def add_write_listener(self, listener: Callable[[int, int], None]) -> None:
         self._write_listeners.append(listener)
 
+    def page_walker_view(self) -> PageWalkerView:
+        """This RAM as emu's page walker uses it (see PageWalkerView)."""
+        return PageWalkerView(self)
+
     # host side ---------------------------------------------------------------------------------
     def usage(self) -> BackingUsage:
         """Measure what backs the mapping now (/proc/self/smaps): see BackingUsage."""
@@ -481,3 +485,24 @@ class Rom:
 
     def close(self) -> None:
         self.memory.close()
+
+
+class PageWalkerView:
+    """Guest RAM for the page walker: the same reads, and stores that no listener hears.
+
+    The walker's stores are Accessed/Dirty bits, made by the CPU as part of a translation: they
+    are neither code the translator must drop nor guest stores to a page table (the shadow MMU
+    causes them itself). Skipping the listeners keeps a shadow miss cheap."""
+
+    def __init__(self, memory: GuestMemory) -> None:
+        self.read_u32 = memory.read_u32
+        self.read_u64 = memory.read_u64
+        self._memory = memory
+
+    def write_u32(self, address: int, value: int) -> None:
+        memory = self._memory
+        struct.pack_into("<I", memory.buffer, memory._index(address, 4), value & 0xFFFFFFFF)
+
+    def write_u64(self, address: int, value: int) -> None:
+        memory = self._memory
+        struct.pack_into("<Q", memory.buffer, memory._index(address, 8), value & 0xFFFFFFFFFFFFFFFF)

@@ -65,7 +65,7 @@ def mmu_stats(machine: "Machine") -> dict:
     """tcg: emu's shadow-MMU counters, or which walker ran; kvm: see emu.kvm_accel."""
     softmmu = getattr(machine.vcpu, "softmmu", None)
     if softmmu is not None:
-        return {"translation": "emu shadow MMU", **softmmu.counters.as_dict()}
+        return {"translation": "emu shadow MMU", "fill_path": softmmu.fill_path, **softmmu.counters.as_dict()}
     if machine.accel.name == "tcg":
         return {"translation": "unicorn walker (UC_TLB_CPU): no counters"}
     return machine.accel.mmu_report() or {"translation": machine.accel.name}
@@ -93,7 +93,8 @@ def report_table(machine: "Machine") -> str:
     mmu = data["mmu"]
     if "walks" in mmu:
         flushes = ", ".join(f"{cause} {n}" for cause, n in mmu["flushes"].items())
-        lines.append(f"mmu (shadow): {mmu['walks']} walks, {mmu['shadow_hits']} shadow hits, "
+        lines.append(f"mmu (shadow, fills in {mmu['fill_path']}): {mmu['walks']} walks, "
+                     f"{mmu['shadow_hits']} shadow hits ({mmu['native_hits']} served in C), "
                      f"{mmu['uncached_fills']} uncached fills, {mmu['pt_write_traps']} page-table write traps "
                      f"({mmu['dropped_entries']} entries dropped), {mmu['ad_writes']} A/D writes, "
                      f"{mmu['page_faults']} #PF, {mmu['walker_disagreements']} walker disagreements")  # fmt: skip

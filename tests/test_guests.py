@@ -62,10 +62,11 @@ def check(guest: str, accel: str, *options: str) -> None:
     assert result.stderr == b""
 
 
-@pytest.mark.parametrize("mmu", ["shadow", "unicorn"])
+@pytest.mark.parametrize("mmu", ["shadow", "shadow-python", "unicorn"])
 @pytest.mark.parametrize("guest", GUESTS)
 def test_guest_on_tcg(guest: str, mmu: str) -> None:
-    """tcg with emu's shadow MMU (the default) and with Unicorn's own page walker."""
+    """tcg with emu's shadow MMU (the default, repeated fills served in C), the same MMU all in
+    Python, and Unicorn's own page walker."""
     check(guest, "tcg", "--mmu", mmu)
 
 

@@ -19,22 +19,33 @@ Other rules, all from the SDM: a translation is cached per address space (the CR
 under) and privilege (user or supervisor); a change of CR0/CR4/EFER paging bits drops all of it;
 A and D bits are set by the walker, and write permission is granted only once D is set, so the
 first write to a page still reaches the walker and sets D (§4.8).
+
+A `front` (emu.tcg.fill_cache, in C) may repeat answers given from this table without entering
+Python; the table tells it when to forget them and learns from it which frames it made writable.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
 
 MAX_ENTRIES = 1 << 16  # beyond this the table is dropped and refilled (a capacity flush)
 
 
-@dataclass(frozen=True, slots=True)
-class ShadowEntry:
+class ShadowEntry(NamedTuple):
     physical_page: int
     writable: bool  # may be granted write access (writable for this privilege, D set, frame not protected)
     executable: bool
     tables: tuple[int, ...]  # the page-table frames this translation was walked through
+
+
+class TlbFront(Protocol):
+    """A cache of this table's answers in front of it (emu.tcg.fill_cache.FillCache)."""
+
+    def invalidate(self) -> None: ...  # forget every answer
+    def tlb_flushed(self) -> None: ...  # Unicorn's TLB is empty: write grants start over
+    def drain_write_grants(self) -> list[int]: ...  # frames it granted write access to
 
 
 @dataclass
@@ -43,6 +54,7 @@ class MmuCounters:
 
     walks: int = 0  # page-table walks by emu's walker
     shadow_hits: int = 0  # TLB fills served from the shadow table, without a walk
+    native_hits: int = 0  # of those, served by the C front without entering Python
     uncached_fills: int = 0  # fills walked but not cacheable (a table frame may be writable in the TLB)
     pt_write_traps: int = 0  # guest stores to a write-protected page-table frame
     dropped_entries: int = 0  # shadow entries dropped by those traps
@@ -67,6 +79,7 @@ class ShadowPageTable:
     # Frames Unicorn may hold a writable TLB mapping of, since the last full TLB flush: a
     # translation walked through one of these cannot be cached (its tables are not protected).
     writable_frames: set[int] = field(default_factory=set)
+    front: TlbFront | None = None
 
     def lookup(self, cr3: int, page: int, user: bool) -> ShadowEntry | None:
         return self.entries.get((cr3, page, user))
@@ -77,15 +90,22 @@ class ShadowPageTable:
         return bool(deps)
 
     def cacheable(self, tables: tuple[int, ...]) -> bool:
-        return not any(t in self.writable_frames for t in tables)
+        if self.front is not None:
+            self.writable_frames.update(self.front.drain_write_grants())
+        return self.writable_frames.isdisjoint(tables)
 
     def insert(self, cr3: int, page: int, user: bool, entry: ShadowEntry) -> None:
         if len(self.entries) >= MAX_ENTRIES:
             self.flush("capacity")
         key = (cr3, page, user)
         self.entries[key] = entry
+        newly_protected = False
         for table in entry.tables:
-            self.dependents[table].add(key)
+            keys = self.dependents[table]
+            newly_protected |= not keys
+            keys.add(key)
+        if newly_protected and self.front is not None:
+            self.front.invalidate()  # it may hold writable answers for a frame that is a table now
 
     def granted_write(self, frame: int) -> None:
         """Unicorn was given a writable mapping of `frame` (until its next full TLB flush)."""
@@ -105,14 +125,20 @@ class ShadowPageTable:
                         others.discard(key)
         self.counters.pt_write_traps += 1
         self.counters.dropped_entries += len(keys)
+        if self.front is not None:
+            self.front.invalidate()
 
     def tlb_flushed(self, cause: str) -> None:
         """Unicorn's TLB is empty again: no writable mappings of table frames remain in it."""
         self.writable_frames.clear()
         self.counters.flushes[cause] += 1
+        if self.front is not None:
+            self.front.tlb_flushed()
 
     def flush(self, cause: str) -> None:
         """Drop every cached translation (the guest's paging mode changed, or capacity)."""
         self.entries.clear()
         self.dependents.clear()
         self.counters.flushes[cause] += 1
+        if self.front is not None:
+            self.front.invalidate()

@@ -57,10 +57,10 @@ class TcgAccelerator(Accelerator):
         if index != 0 or self.vcpus:
             raise EmuError("--accel tcg runs one vCPU")
         vcpu = TcgVCpu(self.uc, self.memory, io, self.cpu_model, self.count_instructions)
-        if self.mmu == "shadow":
-            vcpu.softmmu = SoftMmu(self.uc, SavedContext(self.uc), self.memory)
+        if self.mmu in ("shadow", "shadow-python"):
+            vcpu.softmmu = SoftMmu(self.uc, SavedContext(self.uc), self.memory, native=self.mmu == "shadow")
         elif self.mmu != "unicorn":
-            raise EmuError(f"--mmu {self.mmu}: choose shadow or unicorn")
+            raise EmuError(f"--mmu {self.mmu}: choose shadow, shadow-python or unicorn")
         self._map_holes(vcpu)
         self.vcpus.append(vcpu)
         return vcpu
@@ -91,5 +91,5 @@ class TcgAccelerator(Accelerator):
         for vcpu in self.vcpus:
             vcpu.ctx.free()
             if vcpu.softmmu is not None:
-                vcpu.softmmu.ctx.free()
+                vcpu.softmmu.close()
         self.vcpus.clear()

@@ -85,6 +85,27 @@ class SavedContext:
         ptr = ctypes.cast(self._ctx, ctypes.POINTER(ctypes.c_char * CONTEXT_SIZE)).contents
         self.raw = memoryview(ptr).cast("B")  # header + CPUX86State
 
+    def truncate(self, size: int) -> None:
+        """Make `save` copy only the first `size` bytes of CPUX86State, for a reader that needs
+        no more (the C fill front reads hflags, segments, CR0-4 and EFER, all in the first 600
+        bytes, ten times cheaper than the whole state). uc_context_save copies
+        `context_size` bytes, a field at the start of the uc_context header (Unicorn's
+        uc_priv.h); emu checks it holds the full size before changing it. Such a context must
+        never be restored."""
+        full = CONTEXT_SIZE - HEADER
+        if struct.unpack_from("<Q", self.raw, 0)[0] != full or not 0 < size <= full:
+            raise EmuError("unicorn context header is not the one emu knows: install unicorn 2.1.4")
+        struct.pack_into("<Q", self.raw, 0, size)
+        self.restore = self._no_restore  # type: ignore[method-assign]
+
+    def _no_restore(self) -> None:
+        raise EmuError("internal: a truncated Unicorn context cannot be restored")
+
+    @property
+    def address(self) -> int:
+        """The uc_context's address (for C code that saves into it)."""
+        return self._ctx.value
+
     def save(self) -> None:
         uclib.uc_context_save(self._handle, self._ctx)
 

@@ -5,7 +5,8 @@ for every (page, privilege) its TLB misses, with the page-aligned address and th
 the hook answers with a guest-physical page and permissions (notes/unicorn-2.1.md §2). That is
 the position of a shadow-paging hypervisor's page-fault handler, and emu fills it the same way:
 emu.mmu.shadow first, emu.mmu.walk on a miss, write protection of page-table frames to stay
-coherent.
+coherent. Repeated answers are served by a C front (emu.tcg.fill_cache) without entering Python;
+`native=False` (`--mmu shadow-python`) runs every fill here, to compare the two.
 
 Two things the hook cannot do are handled around it:
 - **The exact faulting address.** The hook sees only the page. When emu's walker faults, the
@@ -34,10 +35,13 @@ from ..memory import GuestMemory
 from ..mmu.shadow import MmuCounters, ShadowEntry, ShadowPageTable
 from ..mmu.walk import CR4_SMAP, CR4_SMEP, Access, PageFault, PagingMode, walk_page_tables
 from .context import HEADER, OFF_CR, OFF_EFER, OFF_EFLAGS, OFF_HFLAGS, OFF_SEGS, SEG_SIZE, SavedContext
+from .fill_cache import FillCache
+from .fill_cache import load as load_fill_cache
 
 UC_PROT_READ, UC_PROT_WRITE, UC_PROT_EXEC = 1, 2, 4
 UC_MEM_READ, UC_MEM_WRITE, UC_MEM_FETCH = 16, 17, 18
 ACCESS = {UC_MEM_READ: Access.READ, UC_MEM_WRITE: Access.WRITE, UC_MEM_FETCH: Access.FETCH}
+_WRITE = Access.WRITE  # enum members are slow to look up on CPython 3.11; the fill is hot
 MODE_CR0 = CR0_PG | CR0_WP | CR0_PE
 MODE_CR4 = CR4_PAE | CR4_PSE | CR4_PGE | CR4_SMEP | CR4_SMAP
 MODE_EFER = EFER_LMA | EFER_NXE
@@ -90,15 +94,38 @@ class SoftMmu:
     _cr3: int | None = None
     _last_flush_ns: int = 0
     _uncached_at_flush: int = 0
-    walking: bool = False
+    native: bool = True  # serve repeated answers from the C front when it can be built
+    fill_path: str = "python"  # "C" or "python (reason)", for --stats
+    front: FillCache | None = None
+    _front_space: tuple[int, int] | None = None
     _entry_address: int = 0
-    _entry: TlbEntry | None = None  # True while the walker runs: its A/D stores are the CPU's own
+    _entry: TlbEntry | None = None
 
     def __post_init__(self) -> None:
-        self._raw = self.ctx.raw
+        self._raw = self.ctx.raw  # the state a fill reads: this context, saved per fill, or the C front's
+        self._save_state = True
+        self._walker_memory = self.memory.page_walker_view()
         self._hook = _FILL_HOOK(self._fill)
+        hook, user_data = self._hook, None
+        if self.native:
+            library, self.fill_path = load_fill_cache()
+            if library is not None:
+                self._front_ctx = SavedContext(self.uc)
+                self._front_ctx.truncate(OFF_EFER + 8)  # what fc_hook reads
+                handle = library.lib.fc_create(
+                    self._front_ctx.address, self._front_ctx.address + HEADER,
+                    ctypes.cast(uclib.uc_context_save, ctypes.c_void_p),
+                    ctypes.cast(self._hook, ctypes.c_void_p), OFF_HFLAGS, OFF_CR, OFF_EFER, OFF_SEGS, SEG_SIZE,
+                    MODE_CR0, MODE_CR4, MODE_EFER)  # fmt: skip
+                if handle:
+                    self.front = FillCache(library, handle)
+                    self._raw, self._save_state = self._front_ctx.raw, False  # fc_hook saved it just now
+                    self.shadow.front = self.front
+                    hook, user_data = ctypes.cast(library.hook, _FILL_HOOK), ctypes.c_void_p(handle)
+        else:
+            self.fill_path = "python (--mmu shadow-python)"
         handle = ctypes.c_size_t()
-        status = uclib.uc_hook_add(self.uc._uch, ctypes.byref(handle), UC_HOOK_TLB_FILL, self._hook, None,
+        status = uclib.uc_hook_add(self.uc._uch, ctypes.byref(handle), UC_HOOK_TLB_FILL, hook, user_data,
                                    ctypes.c_uint64(1), ctypes.c_uint64(0))  # fmt: skip
         if status != 0:
             raise UcError(status)
@@ -107,7 +134,21 @@ class SoftMmu:
 
     @property
     def counters(self) -> MmuCounters:
-        return self.shadow.counters
+        counters = self.shadow.counters
+        if self.front is not None:
+            hits = self.front.hits
+            counters.shadow_hits += hits - counters.native_hits
+            counters.native_hits = hits
+        return counters
+
+    def close(self) -> None:
+        self.counters  # noqa: B018 - fold the C front's hits in before it goes
+        if self.front is not None:
+            self.shadow.front = None
+            self.front.close()
+            self.front = None
+            self._front_ctx.free()
+        self.ctx.free()
 
     # the hook --------------------------------------------------------------------------------
     def _fill(self, _uc: int, vaddr: int, access_type: int, entry_address: int, _ud: int) -> bool:
@@ -125,7 +166,8 @@ class SoftMmu:
     def _translate(self, page: int, access: Access, out: TlbEntry) -> bool:
         """One TLB fill. The hit path (a translation already in the shadow table) is the hot one:
         one context save, one unpack, one dict lookup."""
-        self.ctx.save()
+        if self._save_state:
+            self.ctx.save()
         hflags, cr0, _, _, cr3, cr4, efer = _STATE.unpack_from(self._raw, HEADER)
         if not cr0 & CR0_PG:
             out.paddr, out.perms = page & 0xFFFF_FFFF, UC_PROT_READ | UC_PROT_WRITE | UC_PROT_EXEC
@@ -141,6 +183,10 @@ class SoftMmu:
         elif cr3 != self._cr3:
             shadow.tlb_flushed("cr3 load")  # a MOV to CR3 flushed Unicorn's TLB
             self._cr3 = cr3
+        front = self.front
+        if front is not None and (mode, cr3) != self._front_space:
+            front.set_space(cr0, cr4, efer, cr3)  # the C front serves this space from now on
+            self._front_space = (mode, cr3)
         if efer & EFER_LMA and (page >> 47) not in (0, 0x1FFFF):
             self.fault = PendingFault(page, access, NON_CANONICAL)  # QEMU's walker raises #GP/#SS
             return False
@@ -150,20 +196,18 @@ class SoftMmu:
         smap_sensitive = not user and cr4 & CR4_SMAP
         hit = None if smap_sensitive else shadow.entries.get((cr3, page, user))
         counters = shadow.counters
-        if hit is not None and (access is not Access.WRITE or hit.writable):
+        cached = not smap_sensitive
+        if hit is not None and (access is not _WRITE or hit.writable):
             counters.shadow_hits += 1
             frame, writable, executable = hit.physical_page, hit.writable, hit.executable
         else:
             rflags = _U64.unpack_from(self._raw, HEADER + OFF_EFLAGS)[0]
-            self.walking = True  # the walker's own A/D writes are not guest stores to page tables
-            try:
-                t = walk_page_tables(self.memory, PagingMode(cr0, cr3, cr4, efer, rflags), page, access, user)
+            try:  # the walker's A/D stores bypass the write listeners (GuestMemory.page_walker_view)
+                t = walk_page_tables(self._walker_memory, PagingMode(cr0, cr3, cr4, efer, rflags), page, access, user)
             except PageFault as pf:
                 counters.walks += 1
                 self.fault = PendingFault(page, access, pf.error_code)
                 return False
-            finally:
-                self.walking = False
             counters.walks += 1
             counters.ad_writes += t.ad_writes
             frame = t.physical & ~0xFFF
@@ -172,18 +216,22 @@ class SoftMmu:
                 shadow.insert(cr3, page, user, ShadowEntry(frame, writable, executable, t.tables))
             else:
                 counters.uncached_fills += 1
+                cached = False
         perms = UC_PROT_READ | UC_PROT_EXEC if executable else UC_PROT_READ
         if writable:
             if shadow.dependents.get(frame):  # a page table that cached translations came from
-                if access is Access.WRITE:
+                if access is _WRITE:
                     shadow.page_table_write(frame)  # the store proceeds; dependents are gone
                     perms |= UC_PROT_WRITE
                     shadow.writable_frames.add(frame)
+                    cached = False
             else:
                 perms |= UC_PROT_WRITE
                 shadow.writable_frames.add(frame)
         out.paddr = frame
         out.perms = perms
+        if cached and front is not None:
+            front.repeat_this_fill(user)  # fc_hook installs this answer and repeats it until invalidated
         return True
 
     def _in_system_table(self, page: int) -> bool:
@@ -196,8 +244,6 @@ class SoftMmu:
 
     def host_wrote(self, address: int, size: int) -> None:
         """A store by the host (emu's interrupt delivery, DMA) to page-table frames counts too."""
-        if self.walking:
-            return
         shadow = self.shadow
         for frame in range(address & ~0xFFF, address + size, 0x1000):
             if shadow.protected(frame):

@@ -357,10 +357,10 @@ class TcgVCpu(VCpu):
 
     def host_wrote(self, address: int, size: int) -> None:
         """The host wrote guest RAM: the loader, a device's DMA, or the CPU itself (emu's
-        interrupt delivery pushing a frame, the walker setting A/D bits)."""
+        interrupt delivery pushing a frame or setting A/D bits through emu.mmu.linear)."""
         if self.softmmu is not None:
             self.softmmu.host_wrote(address, size)
-        if self._cpu_store or (self.softmmu is not None and self.softmmu.walking):
+        if self._cpu_store:
             return  # stores the CPU makes as part of an instruction or event: not code
         if self._running:
             self._deferred_invalidations.append((address, size))

@@ -1,0 +1,210 @@
+/* fill_cache.c: the hit path of emu's TLB fill, in C (a front for emu.mmu.shadow).
+ *
+ * Unicorn calls UC_HOOK_TLB_FILL for every (page, privilege) its software TLB misses. Most of
+ * those misses are *repeats*: the translation is already in emu's shadow page table and only
+ * fell out of Unicorn's small TLB. A shadow-paging hypervisor serves such a fault from its
+ * shadow tables without walking the guest's; the cost that matters is then the trip into the
+ * handler. Crossing from C into Python costs more than Unicorn's own walk, so this file keeps a
+ * direct-mapped copy of the answers emu's Python MMU has already given, and serves a miss from
+ * it without leaving C. Everything else (walks, faults, page-table write traps, CR3 loads,
+ * paging-mode changes, SMAP, implicit supervisor accesses) falls through to Python, which stays
+ * the single source of truth: it installs answers here and invalidates them.
+ *
+ * Invalidation is O(1): every slot carries the generation it was installed in; Python bumps the
+ * generation whenever a shadow entry is dropped or a frame becomes a protected page table.
+ * Write grants are logged per TLB-flush epoch so that Python still knows every frame Unicorn
+ * may hold a writable mapping of (emu.mmu.shadow, `writable_frames`).
+ *
+ * Built at first use by emu.tcg.fill_cache (cc -O2 -shared); without a compiler emu runs the
+ * same MMU all in Python.
+ */
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SLOTS (1u << 16)
+#define LOG_MAX 4096u
+
+#define PROT_READ 1u
+#define PROT_WRITE 2u
+#define PROT_EXEC 4u
+#define MEM_WRITE 17
+#define MEM_FETCH 18
+#define CR0_PG (1ull << 31)
+#define EFER_LMA (1ull << 10)
+#define CR4_SMAP (1ull << 21)
+
+typedef struct { uint64_t paddr; int perms; } tlb_entry;  /* unicorn.h: uc_tlb_entry */
+typedef bool (*fill_hook)(void *uc, uint64_t vaddr, int type, tlb_entry *out, void *user_data);
+typedef int (*context_save)(void *uc, void *context);
+
+struct slot {
+    uint64_t cr3;
+    uint64_t key;   /* page | user */
+    uint64_t paddr;
+    uint32_t perms;
+    uint32_t generation;
+    uint32_t write_epoch;  /* the flush epoch in which a write grant was last logged */
+    uint32_t pad;
+};
+
+struct layout {  /* offsets into the saved context (emu.tcg.context) */
+    uint32_t hflags, cr, efer, segs, seg_size;
+};
+
+struct fill_cache {
+    void *context;         /* a uc_context that this file may save into */
+    const uint8_t *state;  /* its CPUX86State bytes */
+    context_save save;
+    fill_hook slow;        /* emu.tcg.softmmu.SoftMmu._fill */
+    struct layout at;
+    uint64_t mask_cr0, mask_cr4, mask_efer;
+    uint64_t cr0, cr4, efer, cr3;  /* the paging mode and address space Python last served */
+    uint32_t space_known;
+    uint32_t install_as;   /* set by Python during a slow fill: 1 + user key to repeat its answer */
+    uint32_t generation, epoch;
+    uint64_t hits, slow_calls;
+    uint32_t log_len;
+    uint64_t log[LOG_MAX];
+    struct slot slots[SLOTS];
+};
+
+static inline uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static inline uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+
+static inline struct slot *slot_for(struct fill_cache *c, uint64_t cr3, uint64_t page, uint64_t user) {
+    uint64_t h = (page >> 12) ^ (cr3 >> 12) * 0x9E3779B1u ^ (user << 15);
+    return &c->slots[h & (SLOTS - 1)];
+}
+
+/* CPL3 accesses inside the GDT, LDT, IDT or TSS may be implicit supervisor accesses (see
+ * emu.tcg.softmmu): Python decides those. */
+static bool in_system_table(const struct fill_cache *c, uint64_t page) {
+    for (int index = 6; index <= 9; index++) {
+        const uint8_t *seg = c->state + c->at.segs + c->at.seg_size * index;
+        uint64_t base = rd64(seg + 8);
+        uint64_t limit = rd32(seg + 16);
+        if (base <= page + 0xFFF && page <= base + limit)
+            return true;
+    }
+    return false;
+}
+
+void fc_install(struct fill_cache *c, uint64_t cr3, uint64_t page, uint64_t user, uint64_t paddr, uint32_t perms);
+
+bool fc_hook(void *uc, uint64_t vaddr, int type, tlb_entry *out, void *user_data) {
+    struct fill_cache *c = user_data;
+    c->save(uc, c->context);
+    const uint8_t *s = c->state;
+    uint64_t cr0 = rd64(s + c->at.cr), cr3 = rd64(s + c->at.cr + 24), cr4 = rd64(s + c->at.cr + 32);
+    uint64_t efer = rd64(s + c->at.efer);
+    if (!(cr0 & CR0_PG)) {  /* paging off: linear is physical (the A20 gate is Unicorn's concern) */
+        out->paddr = vaddr & 0xFFFFFFFFull;
+        out->perms = PROT_READ | PROT_WRITE | PROT_EXEC;
+        return true;
+    }
+    if (!c->space_known || cr3 != c->cr3 || (cr0 & c->mask_cr0) != c->cr0 || (cr4 & c->mask_cr4) != c->cr4
+        || (efer & c->mask_efer) != c->efer)
+        goto slow;
+    if ((efer & EFER_LMA) && (vaddr >> 47) != 0 && (vaddr >> 47) != 0x1FFFF)
+        goto slow;
+    uint64_t user = (rd32(s + c->at.hflags) & 3) == 3;
+    if (user ? in_system_table(c, vaddr) : (cr4 & CR4_SMAP) != 0)
+        goto slow;
+    struct slot *e = slot_for(c, cr3, vaddr, user);
+    if (e->generation != c->generation || e->cr3 != cr3 || e->key != (vaddr | user))
+        goto slow;
+    uint32_t perms = e->perms;
+    if (type == MEM_WRITE ? !(perms & PROT_WRITE) : type == MEM_FETCH && !(perms & PROT_EXEC))
+        goto slow;
+    if ((perms & PROT_WRITE) && e->write_epoch != c->epoch) {
+        if (c->log_len == LOG_MAX)
+            goto slow;
+        c->log[c->log_len++] = e->paddr;
+        e->write_epoch = c->epoch;
+    }
+    c->hits++;
+    out->paddr = e->paddr;
+    out->perms = (int)perms;
+    return true;
+slow:
+    c->slow_calls++;
+    c->install_as = 0;
+    bool filled = c->slow(uc, vaddr, type, out, NULL);
+    if (filled && c->install_as)  /* the state Python walked under is the one read above */
+        fc_install(c, cr3, vaddr, c->install_as - 1, out->paddr, (uint32_t)out->perms);
+    return filled;
+}
+
+struct fill_cache *fc_create(void *context, const uint8_t *state, context_save save, fill_hook slow,
+                             uint32_t off_hflags, uint32_t off_cr, uint32_t off_efer, uint32_t off_segs,
+                             uint32_t seg_size, uint64_t mask_cr0, uint64_t mask_cr4, uint64_t mask_efer) {
+    struct fill_cache *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->context = context;
+    c->state = state;
+    c->save = save;
+    c->slow = slow;
+    c->at = (struct layout){off_hflags, off_cr, off_efer, off_segs, seg_size};
+    c->mask_cr0 = mask_cr0;
+    c->mask_cr4 = mask_cr4;
+    c->mask_efer = mask_efer;
+    c->generation = 1;  /* calloc'd slots (generation 0) are empty */
+    c->epoch = 1;
+    return c;
+}
+
+void fc_destroy(struct fill_cache *c) { free(c); }
+
+/* The paging mode and CR3 Python has just served a fill under. */
+void fc_set_space(struct fill_cache *c, uint64_t cr0, uint64_t cr4, uint64_t efer, uint64_t cr3) {
+    c->cr0 = cr0 & c->mask_cr0;
+    c->cr4 = cr4 & c->mask_cr4;
+    c->efer = efer & c->mask_efer;
+    c->cr3 = cr3;
+    c->space_known = 1;
+}
+
+/* Python's answer for (cr3, page, user), to be repeated until the next invalidation. */
+void fc_install(struct fill_cache *c, uint64_t cr3, uint64_t page, uint64_t user, uint64_t paddr, uint32_t perms) {
+    struct slot *e = slot_for(c, cr3, page, user);
+    e->cr3 = cr3;
+    e->key = page | user;
+    e->paddr = paddr;
+    e->perms = perms;
+    e->generation = c->generation;
+    e->write_epoch = c->epoch;  /* Python recorded this write grant itself */
+}
+
+/* Drop every installed answer. */
+void fc_invalidate(struct fill_cache *c) {
+    if (++c->generation == 0)  /* after 2^32 bumps: clear, so that no stale slot can match */
+        memset(c->slots, 0, sizeof c->slots), c->generation = 1;
+}
+
+/* Unicorn's TLB was flushed: it holds no writable mapping any more; the grant log restarts. */
+void fc_tlb_flushed(struct fill_cache *c) {
+    c->log_len = 0;
+    if (++c->epoch == 0)
+        c->epoch = 1;
+}
+
+/* Frames granted writable from here since the last call (or flush); returns how many. */
+uint32_t fc_drain_write_grants(struct fill_cache *c, uint64_t *out, uint32_t max) {
+    uint32_t n = c->log_len < max ? c->log_len : max;
+    memcpy(out, c->log, n * sizeof *out);
+    memmove(c->log, c->log + n, (c->log_len - n) * sizeof *out);
+    c->log_len -= n;
+    return n;
+}
+
+/* Where Python says "repeat this answer" during a slow fill (the value is 1 + the user key). */
+uint32_t *fc_install_flag(struct fill_cache *c) { return &c->install_as; }
+
+/* Where the grant count lives, so that Python can look before it calls fc_drain_write_grants. */
+const uint32_t *fc_log_length(const struct fill_cache *c) { return &c->log_len; }
+
+uint64_t fc_hits(const struct fill_cache *c) { return c->hits; }
+uint64_t fc_slow_calls(const struct fill_cache *c) { return c->slow_calls; }

@@ -1,0 +1,150 @@
+"""The C front of emu's TLB fill: repeated translations answered without entering Python.
+
+A TLB fill that emu's shadow page table can answer is cheap in principle (one lookup), but a
+call from Unicorn's C into a Python callback costs more than Unicorn's whole page walk. So the
+fill hook Unicorn calls is `fc_hook` in fill_cache.c: it repeats answers Python has installed
+and falls through to Python (emu.tcg.softmmu) for everything else. This module builds that file
+with the host's C compiler at first use (the shared object is cached under
+$XDG_CACHE_HOME/emu, named by the source's hash) and wraps it with ctypes.
+
+Where no compiler is found `load()` returns None with the reason, and emu runs the same MMU
+entirely in Python (`--mmu shadow-python` asks for that explicitly, to compare the two).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("fill_cache.c")
+LOG_CHUNK = 4096
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "emu"
+
+
+def build() -> Path:
+    """Compile fill_cache.c (once per source version); raises OSError with the reason."""
+    source = SOURCE.read_bytes()
+    digest = hashlib.sha256(source).hexdigest()[:16]
+    target = _cache_dir() / f"fill_cache-{digest}.so"
+    if target.exists():
+        return target
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise OSError("no C compiler (cc) on PATH")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(dir=target.parent, suffix=".so.partial")
+    os.close(fd)
+    try:
+        result = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", partial, str(SOURCE)],
+                                capture_output=True, text=True)  # fmt: skip
+        if result.returncode != 0:
+            raise OSError(f"{cc} failed: {result.stderr.strip().splitlines()[-1] if result.stderr else '?'}")
+        os.replace(partial, target)  # atomic: concurrent builders agree on the same bytes
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    return target
+
+
+@dataclass
+class NativeLibrary:
+    """fill_cache.c, loaded, with its function signatures declared."""
+
+    lib: ctypes.CDLL
+
+    def __post_init__(self) -> None:
+        u32, u64, ptr = ctypes.c_uint32, ctypes.c_uint64, ctypes.c_void_p
+        signatures = {
+            "fc_create": (ptr, [ptr, ptr, ptr, ptr, u32, u32, u32, u32, u32, u64, u64, u64]),
+            "fc_destroy": (None, [ptr]),
+            "fc_set_space": (None, [ptr, u64, u64, u64, u64]),
+            "fc_install": (None, [ptr, u64, u64, u64, u64, u32]),
+            "fc_invalidate": (None, [ptr]),
+            "fc_tlb_flushed": (None, [ptr]),
+            "fc_drain_write_grants": (u32, [ptr, ptr, u32]),
+            "fc_log_length": (ptr, [ptr]),
+            "fc_install_flag": (ptr, [ptr]),
+            "fc_hits": (u64, [ptr]),
+            "fc_slow_calls": (u64, [ptr]),
+        }
+        for name, (restype, argtypes) in signatures.items():
+            fn = getattr(self.lib, name)
+            fn.restype, fn.argtypes = restype, argtypes
+
+    @property
+    def hook(self) -> int:
+        """The address of fc_hook, to register as Unicorn's UC_HOOK_TLB_FILL callback."""
+        return ctypes.cast(self.lib.fc_hook, ctypes.c_void_p).value
+
+
+_LOADED: dict[str, NativeLibrary | str] = {}  # per process: the library, or why it is missing
+
+
+def load() -> tuple[NativeLibrary | None, str]:
+    """The built library and "C", or None and the reason it is not available."""
+    key = str(SOURCE)
+    if key not in _LOADED:
+        try:
+            _LOADED[key] = NativeLibrary(ctypes.CDLL(str(build())))
+        except OSError as error:
+            _LOADED[key] = f"python (C front unavailable: {error})"
+    found = _LOADED[key]
+    return (found, "C") if isinstance(found, NativeLibrary) else (None, found)
+
+
+@dataclass
+class FillCache:
+    """One vCPU's C front: answers installed by Python, invalidated by emu.mmu.shadow."""
+
+    native: NativeLibrary
+    handle: int
+    _grants: ctypes.Array = field(default_factory=lambda: (ctypes.c_uint64 * LOG_CHUNK)())
+
+    def __post_init__(self) -> None:
+        self._log_length = ctypes.c_uint32.from_address(self.native.lib.fc_log_length(self.handle))
+        self._install_flag = ctypes.c_uint32.from_address(self.native.lib.fc_install_flag(self.handle))
+
+    def set_space(self, cr0: int, cr4: int, efer: int, cr3: int) -> None:
+        self.native.lib.fc_set_space(self.handle, cr0, cr4, efer, cr3)
+
+    def install(self, cr3: int, page: int, user: bool, frame: int, perms: int) -> None:
+        self.native.lib.fc_install(self.handle, cr3, page, int(user), frame, perms)
+
+    def repeat_this_fill(self, user: bool) -> None:
+        """During a fill the C front passed on: install the answer Python is about to give, for
+        this page and CR3, under the privilege `user` (cheaper than `install`)."""
+        self._install_flag.value = 1 + user
+
+    def invalidate(self) -> None:
+        self.native.lib.fc_invalidate(self.handle)
+
+    def tlb_flushed(self) -> None:
+        self.native.lib.fc_tlb_flushed(self.handle)
+
+    def drain_write_grants(self) -> list[int]:
+        """Frames the C front granted write access to since the last drain or TLB flush."""
+        if not self._log_length.value:  # the common case, without a call into C
+            return []
+        out: list[int] = []
+        while n := self.native.lib.fc_drain_write_grants(self.handle, self._grants, LOG_CHUNK):
+            out.extend(self._grants[:n])
+        return out
+
+    @property
+    def hits(self) -> int:
+        return self.native.lib.fc_hits(self.handle)
+
+    def close(self) -> None:
+        if self.handle:
+            self.native.lib.fc_destroy(self.handle)
+            self.handle = 0
