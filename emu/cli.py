@@ -29,7 +29,15 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="emu", description="x86 PC emulator with two accelerators: tcg (Unicorn) and kvm (/dev/kvm).")
-    p.add_argument("image", metavar="IMAGE", help="multiboot v1 kernel (ELF32, as qemu -kernel takes)")
+    p.add_argument("image", metavar="IMAGE", nargs="?",
+                   help="a multiboot v1 kernel (ELF32, as qemu -kernel takes) or a raw disk image to boot "
+                        "through the BIOS, as qemu-system-x86_64 IMAGE")
+    p.add_argument("-drive", "--drive", metavar="file=PATH,format=raw,if=ide",
+                   help="the boot disk spelled out, as QEMU takes it (one IDE disk)")
+    p.add_argument("-bios", "--bios", metavar="FILE", help="firmware ROM for raw disks (default: emu's, firmware/bios)")
+    p.add_argument("-nographic", "--nographic", action="store_true",
+                   help="no screen: the BIOS's int 10h text goes to stdout (also when stdout is not a terminal)")
+    p.add_argument("--screendump", metavar="FILE", help="write the final VGA text screen to FILE")
     p.add_argument("--accel", choices=("tcg", "kvm"), default="tcg", help="how to run guest code (default tcg)")
     p.add_argument("-m", dest="memory", default="128", metavar="MiB", help="guest RAM in MiB (default 128)")
     p.add_argument("--append", "-append", default="", metavar="CMDLINE", help="kernel command line")
@@ -99,18 +107,42 @@ def parse_modules(text: str) -> list[Path]:
     return modules
 
 
+def parse_drive(spec: str) -> str:
+    """QEMU's -drive file=PATH,format=raw,if=ide: the path, after checking the rest is what emu has."""
+    options = {}
+    for item in spec.split(","):
+        key, _, value = item.partition("=")
+        options[key] = value
+    if not options.get("file"):
+        raise EmuError(f"-drive {spec}: needs file=PATH")
+    if options.get("format", "raw") != "raw":
+        raise EmuError(f"-drive {spec}: emu reads raw images only (format=raw)")
+    if options.get("if", "ide") != "ide":
+        raise EmuError(f"-drive {spec}: emu has an IDE disk only (if=ide)")
+    unknown = set(options) - {"file", "format", "if", "media", "index"}
+    if unknown:
+        raise EmuError(f"-drive {spec}: emu does not know {', '.join(sorted(unknown))}")
+    return options["file"]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     machine = None
     try:
         from .machine import Machine, MachineConfig
 
-        image = Path(args.image)
+        image = Path(parse_drive(args.drive) if args.drive else args.image or "")
+        if args.drive and args.image:
+            raise EmuError("give the boot disk once: as IMAGE or with -drive")
+        if not args.image and not args.drive:
+            raise EmuError("no image: give a multiboot kernel or a disk image (see emu --help)")
         check_image(image)
         config = MachineConfig(kernel=image, accel=args.accel, memory_mib=parse_memory(args.memory),
                                append=args.append, count_instructions=args.stats or bool(args.stats_json),
                                display_name=args.image, modules=parse_modules(args.initrd),
-                               mmu=args.mmu, mem_backing=args.mem_backing, dirty_log=args.dirty_log)  # fmt: skip
+                               mmu=args.mmu, mem_backing=args.mem_backing, dirty_log=args.dirty_log,
+                               bios=Path(args.bios) if args.bios else None,
+                               screendump=Path(args.screendump) if args.screendump else None)  # fmt: skip
         machine = Machine(config)
         status = machine.run()
     except (EmuError, GuestError) as err:

@@ -43,7 +43,13 @@ from .devices.rtc import CmosRtc
 from .devices.serial import Uart16550
 from .devices.system_ports import PostCodePort, SystemControlPortA
 from .errors import EmuError, GuestError
+from .devices.ata import AtaController, DiskImage
+from .devices.debugcon import FirmwareConsole
+from .devices.serial import FdSink
+from .devices.vga import VgaText
 from .loader import multiboot
+from .loader.detect import ImageKind, detect_image
+from .loader.firmware import PcFirmware, load_bios
 from .memory import GuestMemory
 
 COM1_BASE, COM1_IRQ = 0x3F8, 4
@@ -62,6 +68,8 @@ class MachineConfig:
     mmu: str = "shadow"  # tcg: "shadow" (emu's MMU), "shadow-python" (no C front) or "unicorn" (its walker)
     mem_backing: str = "4k"  # host pages behind guest RAM: "4k", "thp" or "hugetlb" (emu.memory)
     dirty_log: bool = False  # log the pages the guest writes (kvm: KVM_GET_DIRTY_LOG)
+    bios: Path | None = None  # a raw disk boots through this ROM (default: emu's, firmware/bios)
+    screendump: Path | None = None  # write the final VGA text screen here
 
 
 class Kicker(threading.Thread):
@@ -139,15 +147,20 @@ class Machine:
     accel: Accelerator = field(init=False)
     vcpu: VCpu = field(init=False)
     exit_status: int | None = None
+    _fatal: GuestError | None = None
     idle_ns: int = 0
     wall_ns: int = 0
 
     def __post_init__(self) -> None:
         cfg = self.config
+        self.kind = detect_image(cfg.kernel)
+        if self.kind is ImageKind.LINUX:
+            raise EmuError(f"{cfg.kernel}: a Linux bzImage; emu cannot boot Linux through the Linux boot protocol yet")
+        self.firmware = PcFirmware(load_bios(cfg.bios)) if self.kind is ImageKind.RAW_DISK else None
         self.clock = Clock()
         self.memory = GuestMemory.pc(cfg.memory_mib << 20, backing=cfg.mem_backing)
         self.accel = _create_accelerator(cfg, self.memory)
-        for region in self.memory.regions():
+        for region in self.memory.regions() + (self.firmware.regions() if self.firmware else []):
             self.accel.add_memory_region(region)
         if cfg.dirty_log:
             self.accel.enable_dirty_log()
@@ -160,8 +173,11 @@ class Machine:
         self._pending_input = b""
         self._reset_requested = False
         self._poll_window = self.accel.name == "tcg"
-        name = cfg.display_name or str(cfg.kernel)
-        state = multiboot.boot(cfg.kernel, name, self.memory, cfg.append, cfg.modules)
+        if self.firmware is not None:  # from the reset vector, through the BIOS
+            state = self.firmware.reset_state()
+        else:
+            name = cfg.display_name or str(cfg.kernel)
+            state = multiboot.boot(cfg.kernel, name, self.memory, cfg.append, cfg.modules)
         self.vcpu.set_state(state)
 
     # devices ---------------------------------------------------------------------------------
@@ -176,8 +192,18 @@ class Machine:
         self.rtc = CmosRtc(self.clock, self.pic.line(8))
         self.rtc.set_memory_size(self.memory.size, self.memory.layout.below_4g_size)
         ports.register(0x70, 2, self.rtc, "rtc")
-        self.uart = Uart16550(self.pic.line(COM1_IRQ))
+        self.stdout = FdSink()
+        self.uart = Uart16550(self.pic.line(COM1_IRQ), sink=self.stdout)
         ports.register(COM1_BASE, 8, _TerminalFeed(self.uart, self), "com1")
+        self.vga: VgaText | None = None
+        self.ata: AtaController | None = None
+        if self.firmware is not None:  # the PC a BIOS expects: a VGA, its console, a disk
+            self.vga = VgaText(self.firmware.vga)
+            ports.register(0x3C0, 0x20, self.vga, "vga")
+            self.console = FirmwareConsole(self.stdout.write, self._firmware_fatal)
+            ports.register(0xE9, 4, self.console, "firmware-console")
+            self.ata = AtaController(DiskImage(self.config.kernel), self.pic.line(14))
+            self.ata.register(ports)
         ports.register(0xF4, 4, DebugExit(self), "isa-debug-exit")
         ports.register(0x80, 1, PostCodePort(), "post")
         ports.register(0x92, 1, SystemControlPortA(self), "port-a")
@@ -192,6 +218,21 @@ class Machine:
     def request_exit(self, status: int) -> None:
         if self.exit_status is None:
             self.exit_status = status
+        self.vcpu.kick()
+
+    def _write_screendump(self) -> None:
+        path = self.config.screendump
+        if path is None:
+            return
+        text = self.vga.text() if self.vga is not None else ""
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError as error:
+            print(f"emu: --screendump {path}: {error.strerror}", file=sys.stderr)
+
+    def _firmware_fatal(self, message: str) -> None:
+        """The BIOS gave up (emu.devices.debugcon): end the run as a dead guest, with its words."""
+        self._fatal = GuestError(f"firmware: {message}")
         self.vcpu.kick()
 
     def request_reset(self) -> None:
@@ -222,6 +263,9 @@ class Machine:
             self.accel.sync_dirty_log(final=True)
             kicker.stop()
             self.uart.flush()
+            if self.ata is not None and self.ata.disk is not None:
+                self.ata.disk.flush()  # the guest's writes reach the image file on every way out
+            self._write_screendump()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
@@ -232,6 +276,8 @@ class Machine:
         vcpu = self.vcpu
         while True:
             self._service_devices()
+            if self._fatal is not None:
+                raise self._fatal
             if self.exit_status is not None:
                 return self.exit_status
             if self._reset_requested:
@@ -317,6 +363,10 @@ class Machine:
         self.vcpu.close()
         self.accel.close()
         self.memory.close()
+        if self.ata is not None:
+            self.ata.close()
+        if self.firmware is not None:
+            self.firmware.close()
 
 
 @dataclass

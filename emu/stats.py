@@ -41,7 +41,16 @@ def collect(machine: "Machine") -> dict:
         "exit_status": machine.exit_status,
         "mmu": mmu_stats(machine),
         "memory": memory_report(machine),
+        "firmware": firmware_report(machine),
     }
+
+
+def firmware_report(machine: "Machine") -> dict | None:
+    """A raw-disk boot: BIOS functions the guest called that emu's BIOS lacks, and the disk's work."""
+    if machine.firmware is None:
+        return None
+    ata = machine.ata.stats.as_dict() if machine.ata is not None else None
+    return {"unsupported_calls": dict(machine.console.unsupported), "disk": ata}
 
 
 def memory_report(machine: "Machine") -> dict:
@@ -107,6 +116,15 @@ def report_table(machine: "Machine") -> str:
         ports = data[f"unmapped_port_{kind}"]
         if ports:
             lines.append(f"unmapped port {kind}: " + ", ".join(f"{p}x{n}" for p, n in ports.items()))
+    firmware = data["firmware"]
+    if firmware is not None:
+        calls = ", ".join(f"{name} x{n}" for name, n in firmware["unsupported_calls"].items()) or "none"
+        lines.append(f"bios: unsupported calls: {calls}")
+        if firmware["disk"]:
+            disk = firmware["disk"]
+            commands = ", ".join(f"{name} {n}" for name, n in disk["commands"].items())
+            lines.append(f"disk (ata0): {disk['sectors_read']} sectors read, {disk['sectors_written']} written, "
+                         f"{disk['flushes']} flushes; commands: {commands}")
     mem = data["memory"]
     ranges = ", ".join(f"{r['guest_address']:#x}-{r['guest_address'] + r['size'] - 1:#x}" for r in mem["ranges"])
     lines.append(f"memory: {mem['size_mib']} MiB at {ranges}; backing {mem['backing']} (asked {mem['requested']}): "

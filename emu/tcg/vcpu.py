@@ -22,15 +22,15 @@ import ctypes
 import threading
 import time
 
-from unicorn import (UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_INSN_INVALID, UC_HOOK_BLOCK, UC_HOOK_INSN,
-                     UC_HOOK_INTR, Uc, UcError)  # fmt: skip
+from unicorn import (UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED,
+                     UC_ERR_INSN_INVALID, UC_HOOK_BLOCK, UC_HOOK_INSN, UC_HOOK_INTR, Uc, UcError)  # fmt: skip
 from unicorn.unicorn_py3.unicorn import uclib
 from unicorn.x86_const import (UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_INS_SYSCALL,
                                UC_X86_INS_SYSENTER, UC_X86_REG_CR8, UC_X86_REG_EAX, UC_X86_REG_EBX,
                                UC_X86_REG_ECX, UC_X86_REG_EDX, UC_X86_REG_MSR, UC_X86_REG_RFLAGS,
                                UC_X86_REG_RIP)  # fmt: skip
 
-from ..accel import (CR0_PG, GPR_NAMES, MSR_CSTAR, MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_EIP,
+from ..accel import (CR0_PG, EFER_LMA, GPR_NAMES, MSR_CSTAR, MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_EIP,
                      MSR_IA32_SYSENTER_ESP, MSR_LSTAR, MSR_SFMASK, MSR_STAR, RFLAGS_IF,
                      STATE_MSRS, CpuState, ExitReason, ExitStats, HaltExit, InternalErrorExit,
                      InterruptWindowExit, IoHandler, KickExit, ShutdownExit, VCpu, VcpuExit)  # fmt: skip
@@ -435,13 +435,22 @@ class TcgVCpu(VCpu):
         self.stats.count(ExitReason.SYSCALL, _ns() - t)
 
     def _internal_error(self, error: UcError) -> InternalErrorExit:
-        rip = self._reg(UC_X86_REG_RIP)
+        """One line: what Unicorn said, where (CS:RIP and the linear address), and the bytes there."""
+        self.ctx.save()
+        rip = self.ctx.rip
+        cs_base = self.ctx.segment("cs").base
+        linear = cs_base + rip if self.ctx.efer & EFER_LMA else (cs_base + rip) & 0xFFFF_FFFF
+        where = f"RIP={rip:#x}" if not cs_base else f"RIP={rip:#x} (linear {linear:#x})"
+        if error.errno in (UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED) and not self.ctx.cr(0) & CR0_PG:
+            if not self.memory.contains(linear, 1):
+                self.stats.count(ExitReason.INTERNAL_ERROR)
+                return InternalErrorExit(f"guest jumped to {linear:#x}, which is neither RAM nor ROM, at {where}")
         try:
-            code = bytes(self.uc.mem_read(rip, 8)).hex(" ")
+            code = bytes(self.uc.mem_read(linear, 8)).hex(" ")
         except UcError:
             code = "unreadable"
         self.stats.count(ExitReason.INTERNAL_ERROR)
-        return InternalErrorExit(f"unicorn: {error} at RIP={rip:#x} (bytes {code})")
+        return InternalErrorExit(f"unicorn: {error} at {where} (bytes {code})")
 
     # interrupts ------------------------------------------------------------------------------
     def interrupts_allowed(self) -> bool:

@@ -44,13 +44,18 @@ def rebuilt(tmp_path_factory) -> Path:
     return out
 
 
+def built(directory: Path) -> list[str]:
+    """The kept build products: guest ELFs, boot-sector disk images, the BIOS ROM."""
+    return sorted(p.name for pattern in ("*.elf", "*.img", "*.bin") for p in directory.glob(pattern))
+
+
 def test_same_set_of_images(rebuilt: Path):
-    committed = sorted(p.name for p in COMMITTED.glob("*.elf"))
+    committed = built(COMMITTED)
     assert committed, "no guest images committed in firmware/build"
-    assert sorted(p.name for p in rebuilt.glob("*.elf")) == committed
+    assert built(rebuilt) == committed
 
 
-@pytest.mark.parametrize("image", sorted(p.name for p in COMMITTED.glob("*.elf")))
+@pytest.mark.parametrize("image", built(COMMITTED))
 def test_image_is_byte_identical(rebuilt: Path, image: str):
     fresh = (rebuilt / image).read_bytes()
     committed = (COMMITTED / image).read_bytes()
