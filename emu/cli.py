@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                                display_name=args.image, modules=parse_modules(args.initrd),
                                mmu=args.mmu, mem_backing=args.mem_backing, dirty_log=args.dirty_log,
                                bios=Path(args.bios) if args.bios else None,
-                               screendump=Path(args.screendump) if args.screendump else None)  # fmt: skip
+                               screendump=Path(args.screendump) if args.screendump else None,
+                               nographic=args.nographic)  # fmt: skip
         machine = Machine(config)
         status = machine.run()
     except (EmuError, GuestError) as err:

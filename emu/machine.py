@@ -47,6 +47,7 @@ from .devices.ata import AtaController, DiskImage
 from .devices.debugcon import FirmwareConsole
 from .devices.serial import FdSink
 from .devices.vga import VgaText
+from .display import TerminalScreen, terminal_fits
 from .loader import multiboot
 from .loader.detect import ImageKind, detect_image
 from .loader.firmware import PcFirmware, load_bios
@@ -70,6 +71,7 @@ class MachineConfig:
     dirty_log: bool = False  # log the pages the guest writes (kvm: KVM_GET_DIRTY_LOG)
     bios: Path | None = None  # a raw disk boots through this ROM (default: emu's, firmware/bios)
     screendump: Path | None = None  # write the final VGA text screen here
+    nographic: bool = False  # never draw the VGA screen on the terminal (its text goes to stdout)
 
 
 class Kicker(threading.Thread):
@@ -196,11 +198,14 @@ class Machine:
         self.uart = Uart16550(self.pic.line(COM1_IRQ), sink=self.stdout)
         ports.register(COM1_BASE, 8, _TerminalFeed(self.uart, self), "com1")
         self.vga: VgaText | None = None
+        self.display: TerminalScreen | None = None
         self.ata: AtaController | None = None
         if self.firmware is not None:  # the PC a BIOS expects: a VGA, its console, a disk
             self.vga = VgaText(self.firmware.vga)
             ports.register(0x3C0, 0x20, self.vga, "vga")
-            self.console = FirmwareConsole(self.stdout.write, self._firmware_fatal)
+            if not self.config.nographic and terminal_fits(1):  # the screen on the terminal, as QEMU's window
+                self.display = TerminalScreen(self.vga)
+            self.console = FirmwareConsole(None if self.display else self.stdout.write, self._firmware_fatal)
             ports.register(0xE9, 4, self.console, "firmware-console")
             self.ata = AtaController(DiskImage(self.config.kernel), self.pic.line(14))
             self.ata.register(ports)
@@ -256,9 +261,13 @@ class Machine:
         if _main_thread():  # Ctrl-C and SIGTERM end the run cleanly: output flushed, stats written
             previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         start = time.monotonic_ns()
+        if self.display is not None:
+            self.display.start()
         try:
             return self._loop(kicker)
         finally:
+            if self.display is not None:
+                self.display.stop()
             self.wall_ns = time.monotonic_ns() - start
             self.accel.sync_dirty_log(final=True)
             kicker.stop()
@@ -313,6 +322,8 @@ class Machine:
 
     def _service_devices(self) -> None:
         self.clock.run_due()
+        if self.display is not None:
+            self.display.refresh(time.monotonic_ns())
         if self._pending_input or not self._terminal.data.empty():
             self._feed_terminal()
 
