@@ -46,7 +46,7 @@ def build() -> Path:
     os.close(fd)
     try:
         result = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", partial, str(SOURCE)],
-                                capture_output=True, text=True)  # fmt: skip
+                                capture_output=True, text=True, check=False)  # fmt: skip
         if result.returncode != 0:
             raise OSError(f"{cc} failed: {result.stderr.strip().splitlines()[-1] if result.stderr else '?'}")
         os.replace(partial, target)  # atomic: concurrent builders agree on the same bytes

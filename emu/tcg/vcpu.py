@@ -441,10 +441,10 @@ class TcgVCpu(VCpu):
         cs_base = self.ctx.segment("cs").base
         linear = cs_base + rip if self.ctx.efer & EFER_LMA else (cs_base + rip) & 0xFFFF_FFFF
         where = f"RIP={rip:#x}" if not cs_base else f"RIP={rip:#x} (linear {linear:#x})"
-        if error.errno in (UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED) and not self.ctx.cr(0) & CR0_PG:
-            if not self.memory.contains(linear, 1):
-                self.stats.count(ExitReason.INTERNAL_ERROR)
-                return InternalErrorExit(f"guest jumped to {linear:#x}, which is neither RAM nor ROM, at {where}")
+        fetch = error.errno in (UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED)
+        if fetch and not self.ctx.cr(0) & CR0_PG and not self.memory.contains(linear, 1):
+            self.stats.count(ExitReason.INTERNAL_ERROR)
+            return InternalErrorExit(f"guest jumped to {linear:#x}, which is neither RAM nor ROM, at {where}")
         try:
             code = bytes(self.uc.mem_read(linear, 8)).hex(" ")
         except UcError:
