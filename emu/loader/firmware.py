@@ -9,7 +9,8 @@ boot disk to 0000:7C00, and jumps there with DL = the drive number (BIOS Boot Sp
 1.01, §6.5.1).
 
 emu maps its BIOS (firmware/bios, built from source) or the one given with `--bios` at both
-places, read-only, and the VGA memory window A0000-BFFFF as RAM that the screen is read from.
+places, read-only (below 1 MiB, at most the last 128 KiB, from E0000 up, as QEMU's
+"isa-bios"), and the VGA memory window A0000-BFFFF as RAM that the screen is read from.
 """
 
 from __future__ import annotations
@@ -22,15 +23,14 @@ from ..errors import EmuError
 from ..memory import GuestMemory, Rom
 
 ROM_SIZE = 64 * 1024
-ROM_LOW = 0x100000 - ROM_SIZE  # F0000
-ROM_HIGH = 0x1_0000_0000 - ROM_SIZE  # FFFF0000
+ISA_BIOS_MAX = 128 * 1024  # at most the ROM's last 128 KiB appear below 1 MiB (E0000-FFFFF), as in QEMU
 VGA_WINDOW, VGA_WINDOW_SIZE = 0xA0000, 0x20000
 DEFAULT_BIOS = Path(__file__).resolve().parents[2] / "firmware" / "build" / "bios.bin"
 
 
 def load_bios(path: Path | None) -> bytes:
-    """The ROM image: `path`, or emu's own BIOS. It must be 64 KiB (or end in the 64 KiB that
-    is mapped at F0000, when larger, as QEMU maps the top of a 128 KiB or 256 KiB SeaBIOS)."""
+    """The ROM image: `path`, or emu's own BIOS (64 KiB); a multiple of 64 KiB, like SeaBIOS's
+    128 KiB and 256 KiB images."""
     source = path or DEFAULT_BIOS
     try:
         data = source.read_bytes()
@@ -44,7 +44,8 @@ def load_bios(path: Path | None) -> bytes:
 
 @dataclass
 class PcFirmware:
-    """The ROM (at F0000 and below 4 GiB) and the VGA window (at A0000), as memory regions."""
+    """The ROM (its last 64-128 KiB ending at 1 MiB, all of it ending at 4 GiB) and the VGA
+    window (at A0000), as memory regions."""
 
     image: bytes
     low: Rom = field(init=False)
@@ -52,7 +53,8 @@ class PcFirmware:
     vga: GuestMemory = field(init=False)
 
     def __post_init__(self) -> None:
-        self.low = Rom(ROM_LOW, self.image[-ROM_SIZE:], name="bios")
+        low = self.image[-ISA_BIOS_MAX:]
+        self.low = Rom(0x100000 - len(low), low, name="isa-bios")
         self.high = Rom(0x1_0000_0000 - len(self.image), self.image, name="bios-high")
         self.vga = GuestMemory(VGA_WINDOW_SIZE)
 
