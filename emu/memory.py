@@ -460,8 +460,9 @@ class Rom:
     The image lives in its own host mapping, padded with 0xFF to whole 4 KiB pages. On kvm its
     region becomes a `KVM_MEM_READONLY` slot: reads come from the mapping with no exit, and a
     guest store becomes a `KVM_EXIT_MMIO` the machine can ignore, as a ROM chip ignores it
-    (api.rst §4.35, KVM_CAP_READONLY_MEM). On tcg it is mapped read/execute only, and a guest
-    store there stops the vCPU with an internal error (UC_ERR_WRITE_PROT) where a PC ignores it.
+    (api.rst §4.35, KVM_CAP_READONLY_MEM). On tcg it is mapped read/execute only; a guest store
+    stops Unicorn, emu steps the storing instruction and restores the bytes (TcgVCpu.add_rom),
+    so that both backends drop the store and count it as an MMIO exit.
     """
 
     guest_address: int

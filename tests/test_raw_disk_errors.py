@@ -110,3 +110,63 @@ def test_another_bios(tmp_path: Path, accel: str) -> None:
     image.write_bytes(boot_sector(b"\xf4"))
     result = run_emu("--accel", accel, "--bios", str(tmp_path / "rom.bin"), str(image))
     assert (result.returncode, result.stdout, result.stderr) == (1, "R", "")
+
+
+@requires_as
+@pytest.mark.parametrize("accel", ACCELS)
+def test_stores_to_rom_change_nothing(tmp_path: Path, accel: str) -> None:
+    """A PC's ROM ignores stores; the storing instruction's other effects (registers, flags)
+    happen. On kvm a read-only slot turns the store into an MMIO exit; on tcg emu steps the
+    instruction and puts the bytes back. Either way the guest reads the ROM unchanged."""
+    code = assemble(
+        """
+        mov $0xf000, %ax
+        mov %ax, %es
+        mov %ax, %ds
+        movb $0x55, %ds:0x0000          # a plain store
+        mov $0x10, %di
+        mov $4, %cx
+        mov $0xaa, %al
+        rep stosb                       # a string store: CX and DI still advance
+        mov $1, %al
+        addb %al, %ds:0x0020            # a read-modify-write: flags from the ROM byte + 1
+        pushf
+        mov $0x3f8, %dx
+        mov %ds:0x0000, %al             # print: the three ROM bytes, CX, DI and the flags' low byte
+        out %al, %dx
+        mov %ds:0x0010, %al
+        out %al, %dx
+        mov %ds:0x0020, %al
+        out %al, %dx
+        mov %cl, %al
+        out %al, %dx
+        mov %di, %ax
+        out %al, %dx
+        pop %ax
+        and $0xd5, %al
+        out %al, %dx
+        mov $0, %al
+        out %al, $0xf4
+        """,
+        0x7C00,
+        bits=16,
+    )
+    image = tmp_path / "rom.img"
+    image.write_bytes(boot_sector(code))
+    result = subprocess.run([sys.executable, "-m", "emu", "--accel", accel, "-nographic", "--stats-json",
+                             str(tmp_path / "stats.json"), str(image)], capture_output=True, timeout=60,
+                            stdin=subprocess.DEVNULL, check=False)  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    rom = (Path(__file__).resolve().parents[1] / "firmware" / "build" / "bios.bin").read_bytes()
+    printed = result.stdout[-6:]
+    expected_flags = 0
+    total = rom[0x20] + 1
+    expected_flags |= 0x01 if total > 0xFF else 0
+    expected_flags |= 0x40 if total & 0xFF == 0 else 0
+    expected_flags |= 0x80 if total & 0x80 else 0
+    expected_flags |= 0x10 if (rom[0x20] & 0xF) + 1 > 0xF else 0
+    expected_flags |= 0x04 if bin(total & 0xFF).count("1") % 2 == 0 else 0
+    assert printed == bytes([rom[0], rom[0x10], rom[0x20], 0, 0x14, expected_flags])
+    import json
+
+    assert json.loads((tmp_path / "stats.json").read_text())["exits"]["mmio"] == 6  # 1 + 4 + 1 stores

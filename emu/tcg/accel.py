@@ -62,6 +62,9 @@ class TcgAccelerator(Accelerator):
         elif self.mmu != "unicorn":
             raise EmuError(f"--mmu {self.mmu}: choose shadow, shadow-python or unicorn")
         self._map_holes(vcpu)
+        for region in self.regions:
+            if region.readonly:
+                vcpu.add_rom(region)
         self.vcpus.append(vcpu)
         return vcpu
 

@@ -23,7 +23,8 @@ import threading
 import time
 
 from unicorn import (UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED,
-                     UC_ERR_INSN_INVALID, UC_HOOK_BLOCK, UC_HOOK_INSN, UC_HOOK_INTR, Uc, UcError)  # fmt: skip
+                     UC_ERR_INSN_INVALID, UC_ERR_WRITE_PROT, UC_HOOK_BLOCK, UC_HOOK_INSN, UC_HOOK_INTR,
+                     UC_HOOK_MEM_WRITE_PROT, Uc, UcError)  # fmt: skip
 from unicorn.unicorn_py3.unicorn import uclib
 from unicorn.x86_const import (UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_INS_SYSCALL,
                                UC_X86_INS_SYSENTER, UC_X86_REG_CR8, UC_X86_REG_EAX, UC_X86_REG_EBX,
@@ -33,7 +34,8 @@ from unicorn.x86_const import (UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT, 
 from ..accel import (CR0_PG, EFER_LMA, GPR_NAMES, MSR_CSTAR, MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_EIP,
                      MSR_IA32_SYSENTER_ESP, MSR_LSTAR, MSR_SFMASK, MSR_STAR, RFLAGS_IF,
                      STATE_MSRS, CpuState, ExitReason, ExitStats, HaltExit, InternalErrorExit,
-                     InterruptWindowExit, IoHandler, KickExit, ShutdownExit, VCpu, VcpuExit)  # fmt: skip
+                     InterruptWindowExit, IoHandler, KickExit, MemoryRegion, ShutdownExit, VCpu,
+                     VcpuExit)  # fmt: skip
 from ..cpuid import CpuModel
 from ..memory import GuestMemory, GuestMemoryError
 from ..mmu.linear import LinearMemory
@@ -96,6 +98,9 @@ class TcgVCpu(VCpu):
         self._deadline_ns: int | None = None
         self._counting = False  # translated code carries Unicorn's instruction-count hook
         self._rate = 50.0  # guest instructions per microsecond, measured from exhausted slices
+        self._rom_store = False  # the last run stopped at a store into ROM
+        self._rom_step = False  # this run executes that one store, to be undone after it
+        self._rom_undo: list[tuple[int, bytes]] = []  # (host address, bytes before the store)
         self._io_count = 0  # port IO is the hot path: counted here, folded into stats by run()
         self._io_ns = 0
         # IN/OUT are registered as raw C callbacks: the binding's wrapper costs ~1 us per call.
@@ -252,7 +257,7 @@ class TcgVCpu(VCpu):
                 self._window = False
                 self.stats.count(ExitReason.IRQ_WINDOW)
                 return InterruptWindowExit()
-            budget = self._slice_budget()
+            budget = self._slice_budget() if not self._rom_step else self._single_step_budget()
             if budget < 0:  # the deadline has passed: the machine has timers to run
                 self.stats.count(ExitReason.KICK)
                 return KickExit()
@@ -272,12 +277,17 @@ class TcgVCpu(VCpu):
                 self.stats.guest_ns += _ns() - start - self._handler_ns
                 self._fold_io_counts()
                 self._run_deferred_invalidations()
+                if self._rom_step:
+                    self._undo_rom_stores()
             if self._hook_error is not None:
                 err, self._hook_error = self._hook_error, None
                 raise err
             if self.softmmu is not None:
                 if self._mmu_after_run(error):
                     continue
+            if error is not None and error.errno == UC_ERR_WRITE_PROT and self._rom_store:
+                self._rom_store, self._rom_step = False, True  # run it once more, then undo it
+                continue
             if error is not None:
                 if error.errno == UC_ERR_INSN_INVALID:
                     self.ctx.save()
@@ -298,6 +308,44 @@ class TcgVCpu(VCpu):
                 continue  # the slice was spent; the top of the loop checks the deadline
             self.stats.count(ExitReason.HLT)
             return HaltExit()
+
+    # ROM: stores are dropped, as the chip ignores them ----------------------------------------
+    def add_rom(self, region: MemoryRegion) -> None:
+        """`region` is mapped read/execute only: a guest store there must change nothing.
+
+        Unicorn cannot drop a store by itself: with no hook it stops with UC_ERR_WRITE_PROT,
+        and a write-protection hook that returns True lets the store through to the host
+        memory. So the hook first refuses (the run stops at the storing instruction), then emu
+        executes that one instruction with the store allowed (its other effects, registers and
+        flags, are the guest's) and puts the ROM bytes back (KVM: a read-only slot makes the
+        store an MMIO exit that emu ignores)."""
+        end = region.guest_address + region.size - 1
+        self.uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._on_rom_write, region, region.guest_address, end)
+
+    def _on_rom_write(self, _uc: Uc, _access: int, address: int, size: int, _value: int,
+                      region: MemoryRegion) -> bool:  # fmt: skip
+        if not self._rom_step:
+            self._rom_store = True
+            return False
+        host = region.host_address + (address - region.guest_address)
+        length = min(size, region.guest_address + region.size - address)
+        self._rom_undo.append((host, ctypes.string_at(host, length)))
+        self.stats.count(ExitReason.MMIO)
+        return True
+
+    def _single_step_budget(self) -> int:
+        if not self._counting:  # code translated without the count hook would ignore a budget
+            self.uc.ctl_flush_tb()
+            self._counting = True
+        return 1
+
+    def _undo_rom_stores(self) -> None:
+        self._rom_step = False
+        for host, old in reversed(self._rom_undo):
+            ctypes.memmove(host, old, len(old))
+        if self._rom_undo:
+            self.uc.ctl_flush_tb()  # translated code may have been made from the stored bytes
+        self._rom_undo.clear()
 
     # preemption by instruction-count slices -------------------------------------------------
     def set_deadline(self, deadline_ns: int | None) -> None:
