@@ -111,3 +111,21 @@ def test_same_screen_as_qemu(guest: str, tmp_path: Path) -> None:
     )  # fmt: skip
     assert qemu.stdout == qemu_transcript(guest, (EXPECTED / f"{guest}.txt").read_bytes())
     assert qemu.returncode == int((EXPECTED / f"{guest}.status").read_text())
+
+
+@pytest.mark.parametrize("accel", ACCELS)
+def test_vcpu_starts_at_the_reset_vector(accel: str, tmp_path: Path) -> None:
+    """SDM vol. 3A §9.1.1, table 9-1: real mode, CS selector F000 with base FFFF0000, IP FFF0,
+    CR0 60000010, EDX = the processor signature; the first fetch is the ROM's last 16 bytes."""
+    from emu.machine import Machine, MachineConfig
+
+    image = tmp_path / "hello.img"
+    shutil.copyfile(BUILD / "boot-hello.img", image)
+    machine = Machine(MachineConfig(kernel=image, accel=accel))
+    try:
+        state = machine.vcpu.get_state()
+        assert (state.cs.selector, state.cs.base, state.cs.limit, state.rip) == (0xF000, 0xFFFF0000, 0xFFFF, 0xFFF0)
+        assert (state.mode, state.cr0, state.rflags, state.rdx) == ("real", 0x60000010, 0x2, 0x600)
+        assert (state.ss.base, state.ss.limit, state.ds.base, state.efer) == (0, 0xFFFF, 0, 0)
+    finally:
+        machine.close()
