@@ -5,7 +5,8 @@
   multiboot a.out any file with a multiboot header using the a.out kludge (flags bit 16)
   Linux bzImage   "HdrS" at offset 0x202 (Documentation/arch/x86/boot.rst, "The real-mode
                   kernel header"): the Linux boot protocol (not implemented yet)
-  raw disk        anything else: a disk whose sector 0 ends in the 0x55 0xAA boot signature,
+  raw disk        a disk whose sector 0 ends in the 0x55 0xAA boot signature (even if a
+                  multiboot header follows later, as GRUB's core.img in sector 1 has one),
                   booted through the PC firmware from the reset vector, like
                   `qemu-system-x86_64 disk.img`
 
@@ -57,10 +58,14 @@ def detect_image(path: Path) -> ImageKind:
             return ImageKind.MULTIBOOT
         raise EmuError(f"{path}: an ELF file without a multiboot header (emu boots multiboot v1 kernels, "
                        "Linux bzImages and raw disk images)")  # fmt: skip
+    if len(head) >= 0x206 and head[0x202:0x206] == b"HdrS":  # before the 55 AA test: a bzImage has one too
+        return ImageKind.LINUX
+    # A disk can hold a multiboot header past its boot sector (GRUB's core.img sits in sector 1
+    # and carries one): the boot signature decides, unless the header is in sector 0 itself.
+    if head[510:512] == BOOT_SIGNATURE and not has_multiboot_header(head[:SECTOR]):
+        return ImageKind.RAW_DISK
     if has_multiboot_header(head):
         return ImageKind.MULTIBOOT
-    if len(head) >= 0x206 and head[0x202:0x206] == b"HdrS":
-        return ImageKind.LINUX
     if not head:
         raise EmuError(f"{path}: empty file (a raw disk image needs at least its 512-byte boot sector)")
     if len(head) < SECTOR:
