@@ -34,7 +34,7 @@ def disk(sector0: bytes = b"", rest: bytes = b"") -> bytes:
         # GRUB installed on a disk: core.img, which carries a multiboot header, from sector 1
         (disk(b"\xeb\xfe", bytes(64) + multiboot_header() + bytes(4096)), ImageKind.RAW_DISK),
         (disk(multiboot_header()), ImageKind.MULTIBOOT),  # the header in sector 0 itself: a kernel
-        (disk(bytes(0x202) + b"HdrS", bytes(4096)), ImageKind.LINUX),  # a bzImage has 55 AA too
+        (disk(b"", b"\0\0HdrS" + bytes(4096)), ImageKind.LINUX),  # a bzImage has 55 AA too (HdrS at 0x202)
     ],
     ids=["elf", "aout-kludge", "disk", "disk-with-grub-core", "kernel-with-55aa", "bzimage"],
 )
