@@ -4,8 +4,7 @@ A TLB fill that emu's shadow page table can answer is cheap in principle (one lo
 call from Unicorn's C into a Python callback costs more than Unicorn's whole page walk. So the
 fill hook Unicorn calls is `fc_hook` in fill_cache.c: it repeats answers Python has installed
 and falls through to Python (emu.tcg.softmmu) for everything else. This module builds that file
-with the host's C compiler at first use (the shared object is cached under
-$XDG_CACHE_HOME/emu, named by the source's hash) and wraps it with ctypes.
+with the host's C compiler at first use (emu.tcg.native) and wraps it with ctypes.
 
 Where no compiler is found `load()` returns None with the reason, and emu runs the same MMU
 entirely in Python (`--mmu shadow-python` asks for that explicitly, to compare the two).
@@ -14,46 +13,18 @@ entirely in Python (`--mmu shadow-python` asks for that explicitly, to compare t
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import native
 
 SOURCE = Path(__file__).with_name("fill_cache.c")
 LOG_CHUNK = 4096
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "emu"
-
-
 def build() -> Path:
     """Compile fill_cache.c (once per source version); raises OSError with the reason."""
-    source = SOURCE.read_bytes()
-    digest = hashlib.sha256(source).hexdigest()[:16]
-    target = _cache_dir() / f"fill_cache-{digest}.so"
-    if target.exists():
-        return target
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not cc:
-        raise OSError("no C compiler (cc) on PATH")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(dir=target.parent, suffix=".so.partial")
-    os.close(fd)
-    try:
-        result = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", partial, str(SOURCE)],
-                                capture_output=True, text=True, check=False)  # fmt: skip
-        if result.returncode != 0:
-            raise OSError(f"{cc} failed: {result.stderr.strip().splitlines()[-1] if result.stderr else '?'}")
-        os.replace(partial, target)  # atomic: concurrent builders agree on the same bytes
-    finally:
-        if os.path.exists(partial):
-            os.unlink(partial)
-    return target
+    return native.build(SOURCE)
 
 
 @dataclass
@@ -87,19 +58,12 @@ class NativeLibrary:
         return ctypes.cast(self.lib.fc_hook, ctypes.c_void_p).value
 
 
-_LOADED: dict[str, NativeLibrary | str] = {}  # per process: the library, or why it is missing
-
-
 def load() -> tuple[NativeLibrary | None, str]:
     """The built library and "C", or None and the reason it is not available."""
-    key = str(SOURCE)
-    if key not in _LOADED:
-        try:
-            _LOADED[key] = NativeLibrary(ctypes.CDLL(str(build())))
-        except OSError as error:
-            _LOADED[key] = f"python (C front unavailable: {error})"
-    found = _LOADED[key]
-    return (found, "C") if isinstance(found, NativeLibrary) else (None, found)
+    library, why = native.load(SOURCE)
+    if library is None:
+        return None, f"python (C front unavailable: {why})"
+    return NativeLibrary(library), "C"
 
 
 @dataclass

@@ -19,8 +19,10 @@ Paging is Unicorn's own walker (UC_TLB_CPU) for now; emu.mmu's walker serves emu
 from __future__ import annotations
 
 import ctypes
+import struct
 import threading
 import time
+from pathlib import Path
 
 from unicorn import (UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED,
                      UC_ERR_INSN_INVALID, UC_ERR_WRITE_PROT, UC_HOOK_BLOCK, UC_HOOK_INSN, UC_HOOK_INTR,
@@ -40,6 +42,7 @@ from ..cpuid import CpuModel
 from ..memory import GuestMemory, GuestMemoryError
 from ..mmu.linear import LinearMemory
 from ..mmu.walk import PageFault, PagingMode
+from . import native
 from .context import (OFF_ERROR_CODE, OFF_EXCEPTION_IS_INT, SavedContext, check_layout)
 from .fast_syscall import FastSyscall, GeneralProtection, InvalidOpcode
 from .softmmu import PendingFault, SoftMmu
@@ -47,12 +50,15 @@ from .interrupts import HAS_ERROR_CODE, Delivery, Event, EventKind, TripleFault,
 
 UNTIL = 0xDEAD_0000_0000_0000  # a non-canonical address no guest executes: run until stopped
 MIN_SLICE, MAX_SLICE = 1_000, 50_000_000  # instructions per emu_start while a deadline is pending
+LAST_BLOCK_SOURCE = Path(__file__).with_name("last_block.c")
+NO_BLOCK = 0xFFFF_FFFF_FFFF_FFFF  # last_block.c's address before the run executed any block
 _ns = time.perf_counter_ns
 
 
 # C signatures of Unicorn's IN/OUT instruction hooks (unicorn.h: uc_cb_insn_in_t, uc_cb_insn_out_t).
 _IN_HOOK = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_void_p)
 _OUT_HOOK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p)
+_BLOCK_HOOK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_void_p)
 
 
 class _MsrValue(ctypes.Structure):
@@ -97,6 +103,7 @@ class TcgVCpu(VCpu):
         self._cpu_store = False  # emu is storing on the CPU's behalf (interrupt delivery)
         self._deadline_ns: int | None = None
         self._counting = False  # translated code carries Unicorn's instruction-count hook
+        self._last_block: ctypes.Array | None = None  # (address, size) of the block run last (last_block.c)
         self._rate = 50.0  # guest instructions per microsecond, measured from exhausted slices
         self._rom_store = False  # the last run stopped at a store into ROM
         self._rom_step = False  # this run executes that one store, to be undone after it
@@ -218,14 +225,8 @@ class TcgVCpu(VCpu):
 
     def _count_instructions(self, address: int, size: int) -> int:
         """Instructions in a newly seen translation block (decoded once, then cached)."""
-        from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
-
         self.ctx.save()
-        name = self._mode_name()
-        cs = self._disassemblers.get(name)
-        if cs is None:
-            mode = {"real": CS_MODE_16, "protected16": CS_MODE_16, "long": CS_MODE_64}.get(name, CS_MODE_32)
-            cs = self._disassemblers[name] = Cs(CS_ARCH_X86, mode)
+        cs = self._disassembler()
         try:
             code = bytes(self.uc.mem_read(address, size))
         except UcError:
@@ -267,6 +268,8 @@ class TcgVCpu(VCpu):
             self._ctx_fresh = False
             start = _ns()
             self._running = True
+            if self._last_block is not None:
+                struct.pack_into("<Q", self._last_block, 0, NO_BLOCK)
             try:
                 self.uc.emu_start(self._reg(UC_X86_REG_RIP), UNTIL, count=budget)
                 error = None
@@ -335,8 +338,7 @@ class TcgVCpu(VCpu):
 
     def _single_step_budget(self) -> int:
         if not self._counting:  # code translated without the count hook would ignore a budget
-            self.uc.ctl_flush_tb()
-            self._counting = True
+            self._start_counting()
         return 1
 
     def _undo_rom_stores(self) -> None:
@@ -359,26 +361,68 @@ class TcgVCpu(VCpu):
         if remaining_us <= 0:
             return -1
         if not self._counting:  # code translated without the count hook would ignore a budget
-            self.uc.ctl_flush_tb()
-            self._counting = True
+            self._start_counting()
         return int(min(max(remaining_us * self._rate, MIN_SLICE), MAX_SLICE))
+
+    def _start_counting(self) -> None:
+        """From now on runs carry instruction budgets; the blocks they run are recorded in C so
+        that a run that ends after a byte F4 can be told from one that ended at `hlt`."""
+        self.uc.ctl_flush_tb()
+        self._counting = True
+        library, _why = native.load(LAST_BLOCK_SOURCE)
+        if library is None:
+            return  # no compiler: _stopped_after_hlt falls back to the byte before RIP
+        self._last_block = ctypes.create_string_buffer(16)
+        self._last_block_hook = ctypes.cast(library.lb_hook, _BLOCK_HOOK)  # kept alive with the vCPU
+        handle = ctypes.c_size_t()
+        status = uclib.uc_hook_add(self._handle, ctypes.byref(handle), UC_HOOK_BLOCK, self._last_block_hook,
+                                   ctypes.cast(self._last_block, ctypes.c_void_p), ctypes.c_uint64(1),
+                                   ctypes.c_uint64(0))  # fmt: skip
+        if status != 0:
+            self._last_block = None
 
     def _measure_rate(self, budget: int, elapsed_ns: int) -> None:
         if elapsed_ns > 0:
             self._rate = 0.7 * self._rate + 0.3 * max(1.0, budget * 1000 / elapsed_ns)
 
     def _stopped_after_hlt(self) -> bool:
-        """Did this slice end at a `hlt` (rather than with its budget spent)? The byte before
-        RIP tells; a budget spent right after an instruction ending in 0xF4 looks the same, and
-        then the guest merely idles until its next timer."""
+        """Did this slice end at a `hlt`, rather than with its budget spent? The byte before RIP
+        is F4 after a `hlt`, and also after any instruction that ends in F4 (8B 55 F4 is
+        `mov edx, [ebp-0Ch]`). Decoding forward from the start of the last block run (an
+        instruction boundary, recorded by last_block.c) to RIP tells which instruction it was;
+        without that record, F4 is taken for `hlt` and such a guest idles until its next timer."""
         ctx = self.ctx
         ctx.save()
-        linear = ctx.raw_segment(1)[1] + ctx.rip - 1
-        paging = PagingMode(ctx.cr(0), ctx.cr(3), ctx.cr(4), ctx.efer)
+        rip_linear = ctx.raw_segment(1)[1] + ctx.rip
+        memory = LinearMemory(self.memory, PagingMode(ctx.cr(0), ctx.cr(3), ctx.cr(4), ctx.efer))
         try:
-            return LinearMemory(self.memory, paging).read(linear, 1) == b"\xf4"
+            if memory.read(rip_linear - 1, 1) != b"\xf4":
+                return False
         except (PageFault, GuestMemoryError):
             return False
+        if self._last_block is None:
+            return True
+        start, _size = struct.unpack_from("<QI", self._last_block)
+        if start == NO_BLOCK or not 0 < rip_linear - start <= 0x1000:
+            return True
+        try:
+            code = memory.read(start, rip_linear - start)
+        except (PageFault, GuestMemoryError):
+            return True
+        last = None
+        for address, size, mnemonic, _ops in self._disassembler().disasm_lite(code, start):
+            last = (address + size, mnemonic)
+        return last is None or last[0] != rip_linear or last[1] == "hlt"
+
+    def _disassembler(self):  # noqa: ANN202 - a capstone Cs for the current mode
+        from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
+
+        name = self._mode_name()
+        cs = self._disassemblers.get(name)
+        if cs is None:
+            mode = {"real": CS_MODE_16, "protected16": CS_MODE_16, "long": CS_MODE_64}.get(name, CS_MODE_32)
+            cs = self._disassemblers[name] = Cs(CS_ARCH_X86, mode)
+        return cs
 
     def _mmu_after_run(self, error: UcError | None) -> bool:
         """Shadow MMU bookkeeping after emu_start; True to run again at once (#PF retry)."""

@@ -78,3 +78,35 @@ def test_unicorn_async_stop_repeats_stores(mmu: str) -> None:
         accel.close()
     assert kicks > 10  # the loop really was preempted
     assert memory.read_u32(COUNTER) == ITERATIONS
+
+
+@pytest.mark.parametrize("mmu", ["shadow", "unicorn"])
+def test_slice_ending_after_a_byte_f4_is_not_hlt(mmu: str) -> None:
+    """`mov edx, [ebp-0Ch]` is 8B 55 F4: a slice whose budget runs out right after it leaves F4
+    before RIP, as `hlt` does. With interrupts off, taking it for `hlt` would end the guest
+    (GRUB's LZMA decompressor hit this). The vCPU must tell the two apart and run on."""
+    from emu.tcg import native
+    from emu.tcg.vcpu import LAST_BLOCK_SOURCE
+
+    if native.load(LAST_BLOCK_SOURCE)[0] is None:
+        pytest.skip("no C compiler: emu takes F4 before RIP for hlt (see TcgVCpu._stopped_after_hlt)")
+    memory = GuestMemory(8 << 20)
+    accel = TcgAccelerator(memory, mmu=mmu)
+    accel.add_memory_region(MemoryRegion(0, memory.size, memory.host_address))
+    vcpu = accel.create_vcpu(0, RecordingIo())
+    code = f"cli; mov $0x300000, %ebp; mov ${ITERATIONS}, %ecx; 1: mov -0xc(%ebp), %edx; dec %ecx; jnz 1b; hlt"
+    memory.write(0x100000, assemble(code, 0x100000, 32))
+    assert b"\x8b\x55\xf4" in memory.read(0x100000, 32)
+    vcpu.set_state(protected32_state(memory, rip=0x100000))
+    preemptions = 0
+    try:
+        while True:
+            vcpu.set_deadline(time.monotonic_ns() + 20_000)
+            if not isinstance(vcpu.run(), KickExit):
+                break
+            preemptions += 1
+        state = vcpu.get_state()
+    finally:
+        accel.close()
+    assert preemptions > 30
+    assert state.rcx == 0  # it ran to the end: the only hlt is the last instruction

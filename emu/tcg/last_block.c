@@ -1,0 +1,23 @@
+/* last_block.c: remember the translated block Unicorn ran last (a UC_HOOK_BLOCK callback).
+ *
+ * emu preempts a tcg vCPU with instruction budgets (emu_start's count), and Unicorn also
+ * returns from emu_start when the guest executes `hlt`. Both leave RIP after an instruction,
+ * and the byte before RIP is F4 after a `hlt` but also after any instruction whose last byte
+ * happens to be F4 (`mov edx, [ebp-0Ch]` is 8B 55 F4). The start of the last block executed is
+ * an instruction boundary; decoding forward from it to RIP tells exactly which instruction ran
+ * last. This hook only stores the block's address and size, at the cost of one call per block.
+ */
+#include <stdint.h>
+
+struct last_block {
+    uint64_t address;
+    uint32_t size;
+    uint32_t pad;
+};
+
+void lb_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
+    struct last_block *last = user_data;
+    (void)uc;
+    last->address = address;
+    last->size = size;
+}
