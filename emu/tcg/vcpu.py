@@ -402,9 +402,11 @@ class TcgVCpu(VCpu):
             return False
         if self._last_block is None:
             return True
-        start, _size = struct.unpack_from("<QI", self._last_block)
-        if start == NO_BLOCK or not 0 < rip_linear - start <= 0x1000:
-            return True
+        start, size = struct.unpack_from("<QI", self._last_block)
+        if start == NO_BLOCK or not start < rip_linear <= start + size:
+            # No block ran, or the budget ran out before the first instruction of the block
+            # just entered (RIP == its start): `hlt` ends the block it is in, so this was not one.
+            return False
         try:
             code = memory.read(start, rip_linear - start)
         except (PageFault, GuestMemoryError):

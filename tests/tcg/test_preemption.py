@@ -80,11 +80,21 @@ def test_unicorn_async_stop_repeats_stores(mmu: str) -> None:
     assert memory.read_u32(COUNTER) == ITERATIONS
 
 
+F4_LOOPS = {
+    # mov edx, [ebp-0Ch] = 8B 55 F4, in the middle of a block (GRUB's LZMA decompressor)
+    "mov": "1: mov -0xc(%ebp), %edx; dec %ecx; jnz 1b",
+    # jmp $-10 = EB F4, the last instruction of a block: the budget can run out as the next
+    # block starts, before its first instruction (GRUB's int 13h loop)
+    "jmp": "1: nop; nop; nop; nop; nop; nop; nop; dec %ecx; jz 2f; jmp 1b; 2:",
+}
+
+
+@pytest.mark.parametrize("loop", sorted(F4_LOOPS))
 @pytest.mark.parametrize("mmu", ["shadow", "unicorn"])
-def test_slice_ending_after_a_byte_f4_is_not_hlt(mmu: str) -> None:
-    """`mov edx, [ebp-0Ch]` is 8B 55 F4: a slice whose budget runs out right after it leaves F4
-    before RIP, as `hlt` does. With interrupts off, taking it for `hlt` would end the guest
-    (GRUB's LZMA decompressor hit this). The vCPU must tell the two apart and run on."""
+def test_slice_ending_after_a_byte_f4_is_not_hlt(mmu: str, loop: str) -> None:
+    """A slice whose budget runs out right after an instruction ending in F4 leaves F4 before
+    RIP, as `hlt` does. With interrupts off, taking it for `hlt` would end the guest (GRUB hit
+    both cases below). The vCPU must tell the two apart and run on."""
     from emu.tcg import native
     from emu.tcg.vcpu import LAST_BLOCK_SOURCE
 
@@ -94,9 +104,9 @@ def test_slice_ending_after_a_byte_f4_is_not_hlt(mmu: str) -> None:
     accel = TcgAccelerator(memory, mmu=mmu)
     accel.add_memory_region(MemoryRegion(0, memory.size, memory.host_address))
     vcpu = accel.create_vcpu(0, RecordingIo())
-    code = f"cli; mov $0x300000, %ebp; mov ${ITERATIONS}, %ecx; 1: mov -0xc(%ebp), %edx; dec %ecx; jnz 1b; hlt"
+    code = f"cli; mov $0x300000, %ebp; mov ${ITERATIONS}, %ecx; {F4_LOOPS[loop]}; hlt"
     memory.write(0x100000, assemble(code, 0x100000, 32))
-    assert b"\x8b\x55\xf4" in memory.read(0x100000, 32)
+    assert (b"\x8b\x55\xf4" if loop == "mov" else b"\xeb\xf4") in memory.read(0x100000, 32)
     vcpu.set_state(protected32_state(memory, rip=0x100000))
     preemptions = 0
     try:
