@@ -477,6 +477,8 @@ int10:
 	je v_write_string
 	cmp al, 0x1A
 	je v_display_combination
+	cmp al, 0x4F
+	je v_vbe
 	mov ah, [bp+F_AH]
 	mov al, 0x10
 	call report_unsupported
@@ -579,6 +581,49 @@ v_display_combination:		/* AX=1A00h: -> AL=1Ah, BL=08h (VGA, colour) */
 	mov byte ptr [bp+F_AL], 0x1A
 	mov word ptr [bp+F_BX], 0x0008
 	jmp v_done
+
+/* VESA BIOS Extensions (VBE 3.0 §4): enough for a loader to learn there is no linear
+ * framebuffer here: 4F00h describes a controller with an empty mode list, 4F03h says the
+ * current mode is text mode 3. Other functions fail (AX=014Fh) and are counted. */
+v_vbe:
+	mov al, [bp+F_AL]
+	cmp al, 0x00
+	je vbe_info
+	cmp al, 0x03
+	je vbe_current_mode
+	mov ah, 0x4F
+	mov al, 0x10
+	call report_unsupported
+	mov word ptr [bp+F_AX], 0x014F	/* supported call, failed */
+	jmp v_done
+vbe_info:			/* ES:DI = VbeInfoBlock: 256 bytes, 512 when the caller put "VBE2" there */
+	mov es, [bp+F_ES]
+	mov di, [bp+F_DI]
+	mov cx, 128
+	cmp dword ptr es:[di], 0x32454256	/* "VBE2" */
+	jne 1f
+	mov cx, 256
+1:	push di
+	xor ax, ax
+	rep stosw
+	pop di
+	mov dword ptr es:[di], 0x41534556	/* "VESA" */
+	mov word ptr es:[di+4], 0x0200	/* VBE 2.0 */
+	mov word ptr es:[di+6], offset vbe_oem
+	mov word ptr es:[di+8], 0xF000
+	mov word ptr es:[di+14], offset vbe_no_modes
+	mov word ptr es:[di+16], 0xF000
+	mov word ptr es:[di+18], 4	/* 256 KiB of video memory, in 64 KiB units */
+	mov word ptr [bp+F_AX], 0x004F
+	jmp v_done
+vbe_current_mode:
+	mov word ptr [bp+F_BX], 0x0003
+	mov word ptr [bp+F_AX], 0x004F
+	jmp v_done
+vbe_oem:
+	.asciz "emu BIOS (text mode only)"
+vbe_no_modes:
+	.word 0xFFFF
 
 v_scroll_up:			/* AL lines (0: clear), BH attribute, CH,CL top left, DH,DL bottom right */
 	mov bl, 0
