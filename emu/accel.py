@@ -402,6 +402,13 @@ class VCpu(ABC):
     def set_deadline(self, deadline_ns: int | None) -> None:  # noqa: B027 - optional
         """Return KickExit from run() once monotonic time reaches `deadline_ns`."""
 
+    def step(self) -> VcpuExit:
+        """Execute one instruction (serving its port IO and MMIO) and return DebugExit after it;
+        or the exit that ended it otherwise (halt, shutdown, internal error). An exception it
+        raises is delivered through the guest's IDT/IVT before this returns. The instruction
+        tracer and the lockstep comparison (emu.difftest) are built on it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot single-step")
+
     def close(self) -> None:  # noqa: B027 - optional
         """Release host resources."""
 

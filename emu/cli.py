@@ -126,6 +126,11 @@ def parse_drive(spec: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("trace", "diff"):  # the differential-testing commands (emu.difftest)
+        from .difftest.cli import COMMANDS
+
+        return COMMANDS[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
     machine = None
     try:

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .accel import DebugExit as StepExit
 from .accel import (Accelerator, HaltExit, InternalErrorExit, InterruptWindowExit, KickExit,
                     ShutdownExit, VCpu)  # fmt: skip
 from .clock import Clock
@@ -320,6 +321,54 @@ class Machine:
                 raise GuestError(f"{self.accel.name}: {event.detail}")
             raise GuestError(f"unexpected vCPU event {event!r}")
 
+    # one instruction at a time (emu.difftest: the tracer, the lockstep comparison) ---------------
+    def start_stepping(self, terminal_input: bytes = b"") -> None:
+        """Prepare step(): COM1's input is `terminal_input` (not stdin), given all at once."""
+        self._terminal = _FixedInput(terminal_input)
+
+    def step(self, inject: int | None = None) -> StepResult:
+        """Run one guest instruction with the machine around it: devices serviced first, then a
+        pending PIC interrupt injected if the vCPU can take one (or `inject`, a vector recorded
+        on another machine, instead of consulting the PIC). A halt with interrupts on waits for
+        the next interrupt, as run() does; with interrupts off it ends the run."""
+        self._service_devices()
+        if self._fatal is not None:
+            raise self._fatal
+        if self.exit_status is not None:
+            return StepResult(executed=False, finished=True)
+        injected = None
+        if inject is not None:
+            self.vcpu.inject_interrupt(inject)
+            injected = inject
+        elif self.pic.has_interrupt() and self.vcpu.interrupts_allowed():
+            injected = self.pic.acknowledge()
+            self.vcpu.inject_interrupt(injected)
+        self._in_guest = True
+        try:
+            event = self.vcpu.step()
+        finally:
+            self._in_guest = False
+        if isinstance(event, StepExit):
+            return StepResult(interrupt=injected, finished=self.exit_status is not None)
+        if isinstance(event, (KickExit, InterruptWindowExit)):
+            return StepResult(interrupt=injected, executed=False)
+        if isinstance(event, HaltExit):
+            halted = StepResult(interrupt=injected, halted=True)
+            if not self.vcpu.interrupts_allowed():
+                halted.finished = True
+                self.exit_status = 0 if self.exit_status is None else self.exit_status
+            return halted
+        self.uart.flush()
+        if isinstance(event, ShutdownExit):
+            raise GuestError(f"guest shut down: {event.reason}")
+        if isinstance(event, InternalErrorExit):
+            raise GuestError(f"{self.accel.name}: {event.detail}")
+        raise GuestError(f"unexpected vCPU event {event!r}")
+
+    def wait_for_interrupt(self) -> None:
+        """After a step that halted with interrupts on: sleep until a device interrupts."""
+        self._halt()
+
     def _service_devices(self) -> None:
         self.clock.run_due()
         if self.display is not None:
@@ -378,6 +427,26 @@ class Machine:
             self.ata.close()
         if self.firmware is not None:
             self.firmware.close()
+
+
+@dataclass
+class StepResult:
+    """What Machine.step() did: the interrupt injected before the instruction, whether an
+    instruction ran (a kick can end the step first), whether it halted, whether the run is over."""
+
+    interrupt: int | None = None
+    executed: bool = True
+    halted: bool = False
+    finished: bool = False
+
+
+class _FixedInput:
+    """Terminal input given up front (stepping runs do not read stdin)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        if data:
+            self.data.put(data)
 
 
 @dataclass

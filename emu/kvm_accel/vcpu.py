@@ -144,6 +144,7 @@ class KvmVCpu(VCpu):
         # they are stale before the first run, after set_state() and after an injection.
         self._exit_flags_valid = False
         self._injected = False
+        self._single_stepping = False
 
     # --- the run loop ---------------------------------------------------------------------
 
@@ -339,6 +340,14 @@ class KvmVCpu(VCpu):
             out.function, out.index, out.flags = e.function, e.index, e.flags
             out.eax, out.ebx, out.ecx, out.edx = e.eax, e.ebx, e.ecx, e.edx
         ioctl(self.fd, api.KVM_SET_CPUID2, byref(table), f"{len(entries)} entries")
+
+    def step(self) -> VcpuExit:
+        """One instruction under KVM_GUESTDBG_SINGLESTEP (the host sets TF for the guest and
+        catches the #DB it raises; on this project's kvm_pvm hosts that works for CPL0 code)."""
+        if not self._single_stepping:
+            self.set_single_step(True)
+            self._single_stepping = True
+        return self.run()
 
     def set_single_step(self, on: bool) -> None:
         """KVM_SET_GUEST_DEBUG with SINGLESTEP: run() returns DebugExit after each instruction."""

@@ -36,7 +36,7 @@ from unicorn.x86_const import (UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT, 
 from ..accel import (CR0_PG, EFER_LMA, GPR_NAMES, MSR_CSTAR, MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_EIP,
                      MSR_IA32_SYSENTER_ESP, MSR_LSTAR, MSR_SFMASK, MSR_STAR, RFLAGS_IF,
                      STATE_MSRS, CpuState, ExitReason, ExitStats, HaltExit, InternalErrorExit,
-                     InterruptWindowExit, IoHandler, KickExit, MemoryRegion, ShutdownExit, VCpu,
+                     DebugExit, InterruptWindowExit, IoHandler, KickExit, MemoryRegion, ShutdownExit, VCpu,
                      VcpuExit)  # fmt: skip
 from ..cpuid import CpuModel
 from ..memory import GuestMemory, GuestMemoryError
@@ -105,6 +105,8 @@ class TcgVCpu(VCpu):
         self._counting = False  # translated code carries Unicorn's instruction-count hook
         self._last_block: ctypes.Array | None = None  # (address, size) of the block run last (last_block.c)
         self._rate = 50.0  # guest instructions per microsecond, measured from exhausted slices
+        self._stepping = False  # step(): one instruction, then DebugExit
+        self._stepped = False  # step(): that instruction (or the event it raised) is done
         self._rom_store = False  # the last run stopped at a store into ROM
         self._rom_step = False  # this run executes that one store, to be undone after it
         self._rom_undo: list[tuple[int, bytes]] = []  # (host address, bytes before the store)
@@ -246,6 +248,10 @@ class TcgVCpu(VCpu):
     # the run loop ----------------------------------------------------------------------------
     def run(self) -> VcpuExit:
         while True:
+            if self._stepping and self._stepped and not self._rom_step:  # step(): before a kick
+                self._stepped = False
+                self.stats.count(ExitReason.DEBUG)
+                return DebugExit(rip=self._reg(UC_X86_REG_RIP))
             if self._shutdown is not None:
                 reason, self._shutdown = self._shutdown, None
                 self.stats.count(ExitReason.SHUTDOWN)
@@ -258,7 +264,10 @@ class TcgVCpu(VCpu):
                 self._window = False
                 self.stats.count(ExitReason.IRQ_WINDOW)
                 return InterruptWindowExit()
-            budget = self._slice_budget() if not self._rom_step else self._single_step_budget()
+            if self._rom_step or self._stepping:
+                budget = self._single_step_budget()
+            else:
+                budget = self._slice_budget()
             if budget < 0:  # the deadline has passed: the machine has timers to run
                 self.stats.count(ExitReason.KICK)
                 return KickExit()
@@ -282,14 +291,18 @@ class TcgVCpu(VCpu):
                 self._run_deferred_invalidations()
                 if self._rom_step:
                     self._undo_rom_stores()
+                elif self._stepping:
+                    self._stepped = True
             if self._hook_error is not None:
                 err, self._hook_error = self._hook_error, None
                 raise err
             if self.softmmu is not None:
                 if self._mmu_after_run(error):
+                    self._stepped = False  # the instruction runs again (#PF retry): not done yet
                     continue
             if error is not None and error.errno == UC_ERR_WRITE_PROT and self._rom_store:
                 self._rom_store, self._rom_step = False, True  # run it once more, then undo it
+                self._stepped = False
                 continue
             if error is not None:
                 if error.errno == UC_ERR_INSN_INVALID:
@@ -335,6 +348,14 @@ class TcgVCpu(VCpu):
         self._rom_undo.append((host, ctypes.string_at(host, length)))
         self.stats.count(ExitReason.MMIO)
         return True
+
+    def step(self) -> VcpuExit:
+        """One instruction: a run with a budget of 1 (an exception it raises is delivered)."""
+        self._stepping = True
+        try:
+            return self.run()
+        finally:
+            self._stepping = False
 
     def _single_step_budget(self) -> int:
         if not self._counting:  # code translated without the count hook would ignore a budget

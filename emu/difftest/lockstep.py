@@ -1,0 +1,336 @@
+"""Lockstep comparison of the two backends, to the first difference (differential testing).
+
+The same image boots on tcg (the leader) and on kvm (the follower), and both execute one
+instruction at a time (VCpu.step). After each step the full CpuState of both is compared. To
+keep the two machines on the same path, the follower does not run its own devices: every port
+and MMIO read it makes is answered with the value the leader's devices gave for the same access
+in the same step (a mismatch in the access itself is a difference), and every interrupt the
+leader's PIC injected before an instruction is injected into the follower before the same one.
+So timers, the UART and the RTC cannot make the runs drift apart.
+
+Differences the manuals allow (emu.difftest.declared) are reported by name, copied from the
+leader to the follower so that the runs continue from one state, and do not stop the run.
+
+Where the host cannot stop after every instruction, the comparison happens at the finest
+boundary it allows, and the report says so: KVM's instruction emulator may run a whole batch of
+`rep` iterations in one step, a `mov ss`/`sti` shadow joins two instructions, and this
+project's kvm_pvm hosts single-step CPL0 code only (ring 3 runs natively until the next exit).
+Then the leader steps on until it reaches the follower's state (at most `catch_up` steps).
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..accel import CpuState
+from ..errors import EmuError, GuestError
+from .declared import DeclaredDifference, explain
+from .symbols import Symbols
+from .trace import TraceRecord, fetch_instruction, linear_rip, state_changes
+
+HISTORY = 8
+_FIELDS = [name for name in CpuState.__dataclass_fields__ if name != "msrs"]
+
+
+@dataclass
+class Access:
+    kind: str  # "in", "out", "mmio-read", "mmio-write"
+    address: int
+    size: int
+    value: int
+
+
+class RecordingIo:
+    """The leader's buses, with every access of the current step written down."""
+
+    def __init__(self, inner) -> None:  # noqa: ANN001 - emu.devices.bus.Buses
+        self.inner = inner
+        self.log: list[Access] = []
+
+    def port_read(self, port: int, size: int) -> int:
+        value = self.inner.port_read(port, size)
+        self.log.append(Access("in", port, size, value))
+        return value
+
+    def port_write(self, port: int, size: int, value: int) -> None:
+        self.log.append(Access("out", port, size, value))
+        self.inner.port_write(port, size, value)
+
+    def mmio_read(self, address: int, size: int) -> int:
+        value = self.inner.mmio_read(address, size)
+        self.log.append(Access("mmio-read", address, size, value))
+        return value
+
+    def mmio_write(self, address: int, size: int, value: int) -> None:
+        self.log.append(Access("mmio-write", address, size, value))
+        self.inner.mmio_write(address, size, value)
+
+
+class ReplayIo:
+    """The follower's buses: the leader's accesses of the same step, replayed in order. When the
+    follower runs past the end of the step (its host did not stop after the instruction), the
+    leader is stepped on to produce the accesses that follow (`advance`)."""
+
+    def __init__(self) -> None:
+        self.expected: collections.deque[Access] = collections.deque()
+        self.mismatch: str | None = None
+        self.advance = None  # () -> list[Access]: one more leader step's accesses
+        self.advanced = 0
+
+    def _next(self, kind: str, address: int, size: int, value: int | None = None) -> int:
+        tries = 0
+        while not self.expected and self.advance is not None and tries < 64:
+            self.expected.extend(self.advance())
+            self.advanced += 1
+            tries += 1
+        want = self.expected.popleft() if self.expected else None
+        if want is None or (want.kind, want.address, want.size) != (kind, address, size) or (
+            value is not None and want.value != value
+        ):
+            got = f"{kind} {address:#x}/{size}" + (f"={value:#x}" if value is not None else "")
+            lead = "nothing" if want is None else f"{want.kind} {want.address:#x}/{want.size}={want.value:#x}"
+            self.mismatch = self.mismatch or f"kvm made {got} where tcg made {lead}"
+            return want.value if want is not None else 0xFFFFFFFF
+        return want.value
+
+    def port_read(self, port: int, size: int) -> int:
+        return self._next("in", port, size)
+
+    def port_write(self, port: int, size: int, value: int) -> None:
+        self._next("out", port, size, value)
+
+    def mmio_read(self, address: int, size: int) -> int:
+        return self._next("mmio-read", address, size)
+
+    def mmio_write(self, address: int, size: int, value: int) -> None:
+        self._next("mmio-write", address, size, value)
+
+
+@dataclass
+class Planted:
+    """A test-only fault: after instruction `index`, XOR `mask` into the follower's `register`."""
+
+    index: int
+    register: str
+    mask: int
+
+
+@dataclass
+class Report:
+    steps: int = 0
+    compared: int = 0
+    declared: collections.Counter = field(default_factory=collections.Counter)
+    coarse: collections.Counter = field(default_factory=collections.Counter)  # why boundaries were joined
+    difference: dict[str, tuple[object, object]] | None = None
+    difference_at: TraceRecord | None = None
+    difference_note: str = ""
+    history: list[TraceRecord] = field(default_factory=list)
+    end: str = ""
+    symbol: str = ""
+
+    @property
+    def agreed(self) -> bool:
+        return self.difference is None
+
+
+class Lockstep:
+    def __init__(self, image: Path, memory_mib: int = 128, terminal_input: bytes = b"", catch_up: int = 100_000,
+                 plant: Planted | None = None) -> None:  # fmt: skip
+        from ..machine import Machine, MachineConfig
+
+        self.image = image
+        self.catch_up = catch_up
+        self.plant = plant
+        self.leader = Machine(MachineConfig(kernel=image, accel="tcg", memory_mib=memory_mib))
+        try:
+            self.follower = Machine(MachineConfig(kernel=image, accel="kvm", memory_mib=memory_mib))
+        except EmuError:
+            self.leader.close()
+            raise
+        self.recording = RecordingIo(self.leader.vcpu.io)
+        self.leader.vcpu.io = self.recording
+        self.replay = ReplayIo()
+        self.replay.advance = self._advance_leader
+        self.follower.vcpu.io = self.replay
+        self.leader.start_stepping(terminal_input)
+        self.follower.start_stepping(terminal_input)
+        self.symbols = Symbols.load(image)
+
+    def close(self) -> None:
+        self.leader.close()
+        self.follower.close()
+
+    def _advance_leader(self) -> list[Access]:
+        """The follower needs the next step's device answers: the leader takes that step."""
+        self.recording.log = []
+        self.leader.step()
+        return list(self.recording.log)
+
+    def run(self, limit: int | None = None) -> Report:
+        report = Report()
+        history: collections.deque[TraceRecord] = collections.deque(maxlen=HISTORY)
+        before = self.leader.vcpu.get_state()
+        while limit is None or report.steps < limit:
+            code, mnemonic, operands = fetch_instruction(self.leader.memory, before)
+            self.recording.log = []
+            lead = self.leader.step()
+            if lead.finished and not lead.executed:
+                report.end = f"the guest ended (exit status {self.leader.exit_status})"
+                break
+            self.replay.expected = collections.deque(self.recording.log)
+            self.replay.mismatch = None
+            self.replay.advanced = 0
+            follow = self.follower.step(inject=lead.interrupt)
+            if self.leader.exit_status is not None:  # isa-debug-exit (perhaps in a step the follower pulled)
+                report.end = f"the guest ended (exit status {self.leader.exit_status})"
+                report.steps += 1
+                report.compared += 1
+                break
+            a, b = self.leader.vcpu.get_state(), self.follower.vcpu.get_state()
+            if self.replay.advanced:
+                report.coarse["kvm ran on after an IO exit (the leader followed it)"] += 1
+            record = TraceRecord(report.steps, before.cs.selector, before.rip, linear_rip(before), code, mnemonic,
+                                 operands, state_changes(before, a), lead.interrupt, lead.halted)  # fmt: skip
+            history.append(record)
+            report.steps += 1
+            if self.plant is not None and record.index == self.plant.index:
+                b = self._corrupt(b)
+            fields = _differences(a, b)
+            if fields and self.replay.mismatch is None:
+                a, fields = self._catch_up(a, b, fields, record, report)
+            if self.replay.mismatch is not None:
+                return self._stop(report, record, {}, history, self.replay.mismatch)
+            real = {}
+            for name, (ours, theirs) in fields.items():
+                declared = explain(mnemonic, name, ours, theirs) or _rep_resume(mnemonic, name, ours, theirs)
+                if declared is None:
+                    real[name] = (ours, theirs)
+                else:
+                    report.declared[declared.name] += 1
+            if real:
+                return self._stop(report, record, real, history, "")
+            if fields:  # declared only: the follower continues from the leader's state
+                self.follower.vcpu.set_state(a)
+            report.compared += 1
+            if lead.finished or follow.finished:
+                report.end = f"the guest ended (exit status {self.leader.exit_status})"
+                break
+            if lead.halted:
+                self.leader.wait_for_interrupt()
+            before = a
+        else:
+            report.end = f"stopped after {limit} instructions (--max)"
+        report.history = list(history)
+        return report
+
+    # ------------------------------------------------------------------------------------------
+    def _catch_up(self, a: CpuState, b: CpuState, fields: dict, record: TraceRecord, report: Report):
+        """The follower may have run further than one instruction (see the module doc): step the
+        leader on, with the same IO log, until the states meet or the budget is spent."""
+        if a.rip == b.rip and not mnemonic_is_rep(record.mnemonic):
+            return a, fields
+        state = a
+        for extra in range(1, self.catch_up + 1):
+            lead = self.leader.step()
+            if not lead.executed and not lead.halted:
+                continue
+            state = self.leader.vcpu.get_state()
+            remaining = _differences(state, b)
+            if not remaining or _all_declared(remaining, record.mnemonic):
+                why = _coarse_reason(record, b, extra)
+                report.coarse[why] += 1
+                return state, remaining
+            if lead.finished or lead.halted:
+                break
+        return a, fields
+
+    def _corrupt(self, state: CpuState) -> CpuState:
+        plant = self.plant
+        assert plant is not None
+        setattr(state, plant.register, getattr(state, plant.register) ^ plant.mask)
+        self.follower.vcpu.set_state(state)
+        return self.follower.vcpu.get_state()
+
+    def _stop(self, report: Report, record: TraceRecord, real: dict, history, note: str) -> Report:
+        report.difference = real
+        report.difference_at = record
+        report.difference_note = note
+        report.history = list(history)
+        report.symbol = self.symbols.describe(record.linear)
+        return report
+
+
+def mnemonic_is_rep(mnemonic: str) -> bool:
+    return mnemonic.startswith("rep")
+
+
+def _differences(a: CpuState, b: CpuState) -> dict[str, tuple[object, object]]:
+    return {name: (getattr(a, name), getattr(b, name)) for name in _FIELDS if getattr(a, name) != getattr(b, name)}
+
+
+def _all_declared(fields: dict, mnemonic: str) -> bool:
+    return all(explain(mnemonic, n, x, y) or _rep_resume(mnemonic, n, x, y) for n, (x, y) in fields.items())
+
+
+_REP_RESUME = DeclaredDifference(
+    "rep-resume-flag", frozenset(), frozenset({"rflags"}), 1 << 16,
+    "KVM's emulator leaves RFLAGS.RF set between batches of a rep string instruction it executes in "
+    "pieces (SDM vol. 3A §18.3.1.1: RF lets an interrupted instruction resume without a debug fault)",
+)  # fmt: skip
+
+
+def _rep_resume(mnemonic: str, name: str, ours: object, theirs: object) -> DeclaredDifference | None:
+    if not mnemonic_is_rep(mnemonic) or name != "rflags":
+        return None
+    return _REP_RESUME if isinstance(ours, int) and isinstance(theirs, int) and not (ours ^ theirs) & ~(1 << 16) else None
+
+
+def _coarse_reason(record: TraceRecord, follower: CpuState, extra: int) -> str:
+    if mnemonic_is_rep(record.mnemonic):
+        return "kvm ran several rep iterations in one step"
+    if follower.cpl == 3:
+        return "kvm ran CPL3 code without stopping (kvm_pvm single-steps CPL0 only)"
+    return f"kvm stopped {extra + 1} instructions later"
+
+
+def format_report(report: Report, leader_status: int | None) -> str:  # noqa: ARG001
+    lines = []
+    if report.declared:
+        lines.append("declared differences (allowed by the manuals, see emu/difftest/declared.py): "
+                     + ", ".join(f"{name} x{n}" for name, n in sorted(report.declared.items())))  # fmt: skip
+    if report.coarse:
+        lines.append("coarser boundaries: " + ", ".join(f"{why} x{n}" for why, n in sorted(report.coarse.items())))
+    if report.agreed:
+        lines.insert(0, f"agreement: {report.compared} instructions compared in lockstep; {report.end}")
+        return "\n".join(lines)
+    record = report.difference_at
+    assert record is not None
+    lines.insert(0, f"DIFFERENCE at instruction {record.index}, {record.cs:04x}:{record.rip:#x} "
+                    f"(linear {record.linear:#x}){' <' + report.symbol + '>' if report.symbol else ''}: "
+                    f"{record.text}")  # fmt: skip
+    if report.difference_note:
+        lines.append(f"  {report.difference_note}")
+    for name, (tcg, kvm) in (report.difference or {}).items():
+        lines.append(f"  {name:<8} tcg {_value(tcg):<24} kvm {_value(kvm)}")
+        if name == "rflags" and isinstance(tcg, int) and isinstance(kvm, int):
+            lines.append(f"  {'':<8} flags that differ: {_flag_names(tcg ^ kvm)}")
+    lines.append("last instructions (tcg):")
+    lines.extend("  " + r.format_text() for r in report.history)
+    return "\n".join(lines)
+
+
+def _value(value: object) -> str:
+    return f"{value:#x}" if isinstance(value, int) else str(value)
+
+
+_FLAG_NAMES = {0: "CF", 2: "PF", 4: "AF", 6: "ZF", 7: "SF", 8: "TF", 9: "IF", 10: "DF", 11: "OF", 16: "RF", 17: "VM",
+               18: "AC", 21: "ID"}  # fmt: skip
+
+
+def _flag_names(bits: int) -> str:
+    return " ".join(name for bit, name in sorted(_FLAG_NAMES.items()) if bits >> bit & 1) or f"{bits:#x}"
+
+
+__all__ = ["Lockstep", "Planted", "Report", "format_report", "GuestError"]
