@@ -374,7 +374,9 @@ class VCpu(ABC):
         """Run guest code until an event the machine must handle."""
 
     @abstractmethod
-    def get_state(self) -> CpuState: ...
+    def get_state(self, msrs: bool = True) -> CpuState:
+        """The vCPU's state; `msrs=False` leaves CpuState.msrs empty (cheaper: the lockstep
+        comparison reads state after every instruction and compares MSRs only when asked)."""
 
     @abstractmethod
     def set_state(self, state: CpuState) -> None: ...

@@ -171,7 +171,7 @@ class Lockstep:
     def run(self, limit: int | None = None) -> Report:
         report = Report()
         history: collections.deque[TraceRecord] = collections.deque(maxlen=HISTORY)
-        before = self.leader.vcpu.get_state()
+        before = self.leader.vcpu.get_state(msrs=False)
         while limit is None or report.steps < limit:
             code, mnemonic, operands = fetch_instruction(self.leader.memory, before)
             self.recording.log = []
@@ -188,7 +188,7 @@ class Lockstep:
                 report.steps += 1
                 report.compared += 1
                 break
-            a, b = self.leader.vcpu.get_state(), self.follower.vcpu.get_state()
+            a, b = self.leader.vcpu.get_state(msrs=False), self.follower.vcpu.get_state(msrs=False)
             if self.replay.advanced:
                 report.coarse["kvm ran on after an IO exit (the leader followed it)"] += 1
             record = TraceRecord(report.steps, before.cs.selector, before.rip, linear_rip(before), code, mnemonic,
@@ -236,12 +236,12 @@ class Lockstep:
             lead = self.leader.step()
             if not lead.executed and not lead.halted:
                 continue
-            state = self.leader.vcpu.get_state()
-            remaining = _differences(state, b)
-            if not remaining or _all_declared(remaining, record.mnemonic):
-                why = _coarse_reason(record, b, extra)
-                report.coarse[why] += 1
-                return state, remaining
+            state = self.leader.vcpu.get_state(msrs=False)
+            if state.rip == b.rip:
+                remaining = _differences(state, b)
+                if not remaining or _all_declared(remaining, record.mnemonic):
+                    report.coarse[_coarse_reason(record, b, extra)] += 1
+                    return state, remaining
             if lead.finished or lead.halted:
                 break
         return a, fields
@@ -251,7 +251,7 @@ class Lockstep:
         assert plant is not None
         setattr(state, plant.register, getattr(state, plant.register) ^ plant.mask)
         self.follower.vcpu.set_state(state)
-        return self.follower.vcpu.get_state()
+        return self.follower.vcpu.get_state(msrs=False)
 
     def _stop(self, report: Report, record: TraceRecord, real: dict, history, note: str) -> Report:
         report.difference = real

@@ -268,7 +268,7 @@ class KvmVCpu(VCpu):
         ioctl(self.fd, api.KVM_GET_SREGS, byref(sregs))
         return sregs
 
-    def get_state(self) -> CpuState:
+    def get_state(self, msrs: bool = True) -> CpuState:
         regs, sregs = self._get_regs(), self._get_sregs()
         state = CpuState(**{name: getattr(regs, name) for name in _REGS})
         for name in _SREG_SEGMENTS:
@@ -277,7 +277,8 @@ class KvmVCpu(VCpu):
         state.idt = DescriptorTable(sregs.idt.base, sregs.idt.limit)
         state.cr0, state.cr2, state.cr3, state.cr4 = sregs.cr0, sregs.cr2, sregs.cr3, sregs.cr4
         state.cr8, state.efer = sregs.cr8, sregs.efer
-        state.msrs = self.get_msrs(STATE_MSRS)
+        if msrs:
+            state.msrs = self.get_msrs(STATE_MSRS)
         return state
 
     def set_state(self, state: CpuState) -> None:

@@ -592,7 +592,7 @@ class TcgVCpu(VCpu):
         return self._kick.is_set()
 
     # state -----------------------------------------------------------------------------------
-    def get_state(self) -> CpuState:
+    def get_state(self, msrs: bool = True) -> CpuState:
         ctx = self.ctx
         ctx.save()
         state = CpuState(**{name: ctx.gpr(i) for i, name in enumerate(GPR_NAMES)})
@@ -604,7 +604,8 @@ class TcgVCpu(VCpu):
         state.cr0, state.cr2, state.cr3, state.cr4 = ctx.cr(0), ctx.cr(2), ctx.cr(3), ctx.cr(4)
         state.cr8 = self._reg(UC_X86_REG_CR8)
         state.efer = ctx.efer
-        state.msrs = {index: self._msr(index) for index in STATE_MSRS}
+        if msrs:
+            state.msrs = {index: self._msr(index) for index in STATE_MSRS}
         return state
 
     def set_state(self, state: CpuState) -> None:
