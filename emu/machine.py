@@ -326,11 +326,12 @@ class Machine:
         """Prepare step(): COM1's input is `terminal_input` (not stdin), given all at once."""
         self._terminal = _FixedInput(terminal_input)
 
-    def step(self, inject: int | None = None) -> StepResult:
+    def step(self, inject: int | None = None, interrupts: bool = True) -> StepResult:
         """Run one guest instruction with the machine around it: devices serviced first, then a
         pending PIC interrupt injected if the vCPU can take one (or `inject`, a vector recorded
-        on another machine, instead of consulting the PIC). A halt with interrupts on waits for
-        the next interrupt, as run() does; with interrupts off it ends the run."""
+        on another machine, instead of consulting the PIC; `interrupts=False` leaves pending ones
+        pending). A halt with interrupts on waits for the next interrupt, as run() does; with
+        interrupts off it ends the run."""
         self._service_devices()
         if self._fatal is not None:
             raise self._fatal
@@ -340,7 +341,7 @@ class Machine:
         if inject is not None:
             self.vcpu.inject_interrupt(inject)
             injected = inject
-        elif self.pic.has_interrupt() and self.vcpu.interrupts_allowed():
+        elif interrupts and self.pic.has_interrupt() and self.vcpu.interrupts_allowed():
             injected = self.pic.acknowledge()
             self.vcpu.inject_interrupt(injected)
         self._in_guest = True

@@ -165,7 +165,7 @@ class Lockstep:
     def _advance_leader(self) -> list[Access]:
         """The follower needs the next step's device answers: the leader takes that step."""
         self.recording.log = []
-        self.leader.step()
+        self.leader.step(interrupts=False)  # the follower got no interrupt here: nor does the leader
         return list(self.recording.log)
 
     def run(self, limit: int | None = None) -> Report:
@@ -233,7 +233,7 @@ class Lockstep:
             return a, fields
         state = a
         for extra in range(1, self.catch_up + 1):
-            lead = self.leader.step()
+            lead = self.leader.step(interrupts=False)
             if not lead.executed and not lead.halted:
                 continue
             state = self.leader.vcpu.get_state(msrs=False)
