@@ -24,7 +24,7 @@ import collections
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..accel import CpuState
+from ..accel import RFLAGS_TF, CpuState
 from ..errors import EmuError, GuestError
 from .declared import DeclaredDifference, explain
 from .symbols import Symbols
@@ -198,8 +198,21 @@ class Lockstep:
             if self.plant is not None and record.index == self.plant.index:
                 b = self._corrupt(b)
             fields = _differences(a, b)
+            if a.rflags & RFLAGS_TF and not before.rflags & RFLAGS_TF:
+                # The guest set TF itself (popf, iret): KVM's single-step owns that flag, hides it
+                # and takes the guest's #DB for its own step (api.rst, KVM_GUESTDBG_SINGLESTEP).
+                report.end = (f"stopped at instruction {record.index} ({record.text}): the guest set RFLAGS.TF, "
+                              "which the host's single-step uses; lockstep by single-step cannot follow it")  # fmt: skip
+                report.compared += 1
+                break
             if fields and self.replay.mismatch is None:
                 a, fields = self._catch_up(a, b, fields, record, report)
+                if fields and 3 in (a.cpl, b.cpl):
+                    self.replay.mismatch = self.replay.mismatch or (
+                        "kvm ran CPL3 code without stopping (this host's KVM single-steps CPL0 code only) and "
+                        "tcg did not reach its state within --catch-up steps: the first difference lies in that "
+                        "stretch, which only a host that single-steps ring 3 can narrow down")  # fmt: skip
+                    return self._stop(report, record, fields, history, self.replay.mismatch)
             if self.replay.mismatch is not None:
                 return self._stop(report, record, {}, history, self.replay.mismatch)
             real = {}

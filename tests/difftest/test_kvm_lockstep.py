@@ -90,3 +90,19 @@ def test_diff_command_statuses(tmp_path: Path) -> None:
     assert agreed.returncode == 0 and agreed.stdout.startswith("agreement:"), agreed.stdout + agreed.stderr
     missing = diff(str(tmp_path / "none.elf"))
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no such file" in missing.stderr
+
+
+def test_timer_and_uart_interrupts_are_replayed_at_the_same_instruction() -> None:
+    """idle64 sleeps in hlt between PIT ticks: the ticks tcg's PIC raises are injected into kvm
+    before the same instruction, and the runs agree to the guest's exit."""
+    report, text = run_lockstep(ROOT / "firmware" / "build" / "idle64.elf")
+    assert report.agreed and "exit status 1" in report.end, text
+    assert any(r.interrupt == 0x20 for r in report.history) or report.compared > 5000
+
+
+def test_a_guest_that_sets_tf_ends_the_comparison_with_the_reason() -> None:
+    """exceptions64 single-steps itself (popfq with TF): KVM's own single-step owns TF, so the
+    comparison ends there, saying so, having found no difference before it."""
+    report, text = run_lockstep(ROOT / "firmware" / "build" / "exceptions64.elf")
+    assert report.agreed, text
+    assert "the guest set RFLAGS.TF" in report.end and "popfq" in report.end
