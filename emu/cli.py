@@ -127,7 +127,7 @@ def parse_drive(spec: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("trace", "diff"):  # the differential-testing commands (emu.difftest)
+    if argv and argv[0] in ("trace", "diff", "fuzz"):  # the differential-testing commands (emu.difftest)
         from .difftest.cli import COMMANDS
 
         return COMMANDS[argv[0]](argv[1:])

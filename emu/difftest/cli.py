@@ -97,4 +97,10 @@ class _Discard:
         pass
 
 
-COMMANDS = {"trace": trace_main, "diff": diff_main}
+def fuzz_main(argv: list[str]) -> int:
+    from .fuzz import fuzz_main as run
+
+    return run(argv)
+
+
+COMMANDS = {"trace": trace_main, "diff": diff_main, "fuzz": fuzz_main}

@@ -73,13 +73,13 @@ DECLARED: tuple[DeclaredDifference, ...] = (
     _undefined("bcd-flags", "aaa aas daa das aam aad", ARITHMETIC_FLAGS, "AAA, AAS, DAA, DAS, AAM, AAD"),
     DeclaredDifference("cpuid", frozenset({"cpuid"}), frozenset({"rax", "rbx", "rcx", "rdx"}), 0,
                        "CPUID describes the CPU: emu's model (emu/cpuid.py) on tcg; on kvm the host's, with "
-                       "leaves 1 and 7 forced by the host KVM (notes/host-kvm.md)"),  # fmt: skip
+                       "leaves 1 and 7 forced by the host KVM (notes/host-kvm.md)"),
     DeclaredDifference("segment-accessed", frozenset(), frozenset({"cs", "ds", "es", "fs", "gs", "ss"}), 0,
                        "SDM vol. 3A §3.4.5.1: loading a segment register sets the descriptor's Accessed "
-                       "bit; Unicorn 2.1.4's TCG caches the type without it (KVM and the CPU show it set)"),  # fmt: skip
+                       "bit; Unicorn 2.1.4's TCG caches the type without it (KVM and the CPU show it set)"),
     DeclaredDifference("tss-busy", frozenset(), frozenset({"tr"}), 0,
                        "SDM vol. 2, LTR: the TSS descriptor is marked busy (type 9 -> 11) and TR caches it so; "
-                       "QEMU's helper_ltr caches the type before it sets the busy bit in memory"),  # fmt: skip
+                       "QEMU's helper_ltr caches the type before it sets the busy bit in memory"),
     DeclaredDifference("rdtsc", frozenset({"rdtsc", "rdtscp"}), frozenset({"rax", "rdx", "rcx"}), 0,
                        "the time-stamp counter (SDM vol. 3B §18.17) counts each machine's own time"),
 )

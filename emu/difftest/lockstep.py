@@ -45,7 +45,7 @@ class Access:
 class RecordingIo:
     """The leader's buses, with every access of the current step written down."""
 
-    def __init__(self, inner) -> None:  # noqa: ANN001 - emu.devices.bus.Buses
+    def __init__(self, inner) -> None:
         self.inner = inner
         self.log: list[Access] = []
 
@@ -308,7 +308,7 @@ def _coarse_reason(record: TraceRecord, follower: CpuState, extra: int) -> str:
     return f"kvm stopped {extra + 1} instructions later"
 
 
-def format_report(report: Report, leader_status: int | None) -> str:  # noqa: ARG001
+def format_report(report: Report, leader_status: int | None) -> str:
     lines = []
     if report.declared:
         lines.append("declared differences (allowed by the manuals, see emu/difftest/declared.py): "
@@ -346,4 +346,4 @@ def _flag_names(bits: int) -> str:
     return " ".join(name for bit, name in sorted(_FLAG_NAMES.items()) if bits >> bit & 1) or f"{bits:#x}"
 
 
-__all__ = ["Lockstep", "Planted", "Report", "format_report", "GuestError"]
+__all__ = ["GuestError", "Lockstep", "Planted", "Report", "format_report"]

@@ -59,7 +59,7 @@ class Symbols:
         return text.strip()
 
 
-def _line_table(dwarf) -> list[tuple[int, str, int]]:  # noqa: ANN001 - pyelftools DWARFInfo
+def _line_table(dwarf) -> list[tuple[int, str, int]]:
     out = []
     for unit in dwarf.iter_CUs():
         program = dwarf.line_program_for_CU(unit)

@@ -109,7 +109,7 @@ def fetch_instruction(memory: GuestMemory, state: CpuState) -> tuple[bytes, str,
 _DISASSEMBLERS: dict[int, object] = {}
 
 
-def _disassembler(state: CpuState):  # noqa: ANN202 - a capstone Cs
+def _disassembler(state: CpuState):
     from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
 
     mode = {"real": CS_MODE_16, "protected16": CS_MODE_16, "long": CS_MODE_64}.get(state.mode, CS_MODE_32)
@@ -119,7 +119,7 @@ def _disassembler(state: CpuState):  # noqa: ANN202 - a capstone Cs
     return cs
 
 
-def trace(machine: "Machine", limit: int | None = None, terminal_input: bytes = b""):  # noqa: F821
+def trace(machine: Machine, limit: int | None = None, terminal_input: bytes = b""):  # noqa: F821
     """Run `machine` one instruction at a time; yield a TraceRecord for each."""
     machine.start_stepping(terminal_input)
     before = machine.vcpu.get_state()

@@ -3,6 +3,7 @@ side is compared with it in test_kvm_lockstep.py)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -36,7 +37,7 @@ def test_jsonl_trace_to_a_file_until_the_guest_exits(tmp_path: Path) -> None:
     assert [r["i"] for r in records] == list(range(len(records)))
     assert "exit status 1" in result.stderr
     # each record's RIP is where the previous one left it (no instruction is missing)
-    for previous, record in zip(records, records[1:]):
+    for previous, record in itertools.pairwise(records):
         if "rip" in previous["changes"]:
             assert previous["changes"]["rip"] == record["rip"]
 
