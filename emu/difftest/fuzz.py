@@ -7,7 +7,8 @@ states. A sequence that ends differently is replayed one instruction at a time w
 declared differences (emu.difftest.declared) applied, so an undefined flag that later reaches a
 register is not reported as a bug; what remains is reduced to the shortest sub-sequence that
 still differs (delta debugging, by dropping one instruction at a time) and saved in the corpus
-directory as JSON with its bytes and disassembly.
+directory as JSON with its bytes and disassembly, and as a multiboot image (reproducer.py) that
+`python -m emu diff` runs.
 
     python -m emu fuzz [--count N] [--seed S] [--length L] [--workers W] [--corpus DIR]
 
@@ -29,6 +30,7 @@ from pathlib import Path
 from ..accel import CpuState, HaltExit, MemoryRegion
 from ..memory import GuestMemory
 from .declared import explain
+from . import reproducer
 from .environment import IDT, STUBS, gate64, long_mode_state
 
 CODE = 0x100000
@@ -308,7 +310,11 @@ def campaign(count: int, seed: int, length: int, workers: int, corpus: Path) -> 
             by_class.update(result["classes"])
             if "finding" in result:
                 findings += 1
-                (corpus / f"finding-{seed}-{result['n']}.json").write_text(json.dumps(result["finding"], indent=2))
+                name = corpus / f"finding-{seed}-{result['n']}"
+                name.with_suffix(".json").write_text(json.dumps(result["finding"], indent=2))
+                finding = result["finding"]
+                state = {r: int(v, 16) for r, v in finding["state"].items()}
+                reproducer.build(bytes.fromhex(finding["code"]), state, name.with_suffix(".elf"))
             if i % 500 == 0 or i == len(jobs):
                 rate = i / max(time.monotonic() - start, 1e-9)
                 print(f"\rfuzz: {done + i}/{count} sequences, {findings} findings, {rate:.0f}/s", end="",

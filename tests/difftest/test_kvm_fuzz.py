@@ -63,3 +63,23 @@ def test_a_campaign_runs_and_resumes(tmp_path: Path) -> None:
     second = campaign(500)
     assert "200 sequences of 8 instructions" in second.stdout  # resumed where the first stopped
     assert json.loads((tmp_path / "campaign.json").read_text())["done"] == 500
+
+
+def test_a_reproducer_image_runs_under_diff(tmp_path: Path) -> None:
+    """A finding's sequence and registers, as a multiboot image: long mode, the registers, the
+    sequence, exit. `emu diff` runs it to the end (here the sequence is one without a bug)."""
+    from emu.difftest import reproducer
+
+    state = {r: (i + 1) * 0x0101_0101_0101 for i, r in enumerate(reproducer.REGISTERS)} | {"rflags": 0x2}
+    image = tmp_path / "finding.elf"
+    if not reproducer.build(bytes.fromhex("48c1e005480fc8"), state, image):  # shl rax, 5; bswap rax
+        pytest.skip("GNU as/ld not installed")
+    result = subprocess.run([sys.executable, "-m", "emu", "diff", str(image)], capture_output=True, text=True,
+                            timeout=300, check=False)  # fmt: skip
+    assert result.returncode == 0 and "the guest ended (exit status 1)" in result.stdout, result.stdout
+    traced = subprocess.run([sys.executable, "-m", "emu", "trace", "--format", "jsonl", str(image)],
+                            capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    records = [json.loads(line) for line in traced.stdout.splitlines()]
+    shl = next(r for r in records if r["asm"] == "shl rax, 5")
+    assert records[records.index(shl) + 1]["asm"] == "bswap rax"
+    assert json.loads(traced.stdout.splitlines()[records.index(shl) - 10])["asm"].startswith("movabs")
