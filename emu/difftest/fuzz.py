@@ -29,8 +29,8 @@ from pathlib import Path
 
 from ..accel import CpuState, HaltExit, MemoryRegion
 from ..memory import GuestMemory
-from .declared import explain
 from . import reproducer
+from .declared import explain
 from .environment import IDT, STUBS, gate64, long_mode_state
 
 CODE = 0x100000
