@@ -33,7 +33,7 @@ from .errors import EmuError
 # Architectural state
 
 
-@dataclass
+@dataclass(frozen=True)
 class Segment:
     """A segment register with its hidden descriptor cache (SDM vol. 3A §3.4.5).
 
@@ -197,6 +197,14 @@ class CpuState:
         if self.efer & EFER_LMA:
             return "long" if self.cs.l else "compat"
         return "protected32" if self.cs.db else "protected16"
+
+    @classmethod
+    def assemble(cls, values: dict[str, object]) -> "CpuState":
+        """A state from a value for every field, without running the defaults' factories (the
+        backends build one after every instruction while tracing)."""
+        state = object.__new__(cls)
+        state.__dict__.update(values)
+        return state
 
     def diff(self, other: "CpuState") -> dict[str, tuple[object, object]]:
         """Fields that differ, as name -> (self's value, other's value)."""
@@ -404,8 +412,8 @@ class VCpu(ABC):
     def set_deadline(self, deadline_ns: int | None) -> None:  # noqa: B027 - optional
         """Return KickExit from run() once monotonic time reaches `deadline_ns`."""
 
-    def step(self) -> VcpuExit:
-        """Execute one instruction (serving its port IO and MMIO) and return DebugExit after it;
+    def step(self, count: int = 1) -> VcpuExit:
+        """Execute one instruction (or `count`, where the backend can: tcg) (serving its port IO and MMIO) and return DebugExit after it;
         or the exit that ended it otherwise (halt, shutdown, internal error). An exception it
         raises is delivered through the guest's IDT/IVT before this returns. The instruction
         tracer and the lockstep comparison (emu.difftest) are built on it."""

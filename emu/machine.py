@@ -326,12 +326,13 @@ class Machine:
         """Prepare step(): COM1's input is `terminal_input` (not stdin), given all at once."""
         self._terminal = _FixedInput(terminal_input)
 
-    def step(self, inject: int | None = None, interrupts: bool = True) -> StepResult:
+    def step(self, inject: int | None = None, interrupts: bool = True, count: int = 1) -> StepResult:
         """Run one guest instruction with the machine around it: devices serviced first, then a
         pending PIC interrupt injected if the vCPU can take one (or `inject`, a vector recorded
         on another machine, instead of consulting the PIC; `interrupts=False` leaves pending ones
         pending). A halt with interrupts on waits for the next interrupt, as run() does; with
-        interrupts off it ends the run."""
+        interrupts off it ends the run. `count` > 1 runs that many instructions where the
+        backend can (tcg; kvm single-steps), for catching up with a coarser peer."""
         self._service_devices()
         if self._fatal is not None:
             raise self._fatal
@@ -346,7 +347,7 @@ class Machine:
             self.vcpu.inject_interrupt(injected)
         self._in_guest = True
         try:
-            event = self.vcpu.step()
+            event = self.vcpu.step(count)
         finally:
             self._in_guest = False
         if isinstance(event, StepExit):

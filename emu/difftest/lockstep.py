@@ -135,6 +135,28 @@ class Report:
         return self.difference is None
 
 
+@dataclass
+class _Step:
+    """One compared step, turned into a TraceRecord (decoded, its changes listed) only when a
+    report or a declared-difference check needs it: most steps never are."""
+
+    index: int
+    before: CpuState
+    after: CpuState
+    interrupt: int | None
+    halted: bool
+    memory: object
+    _record: TraceRecord | None = None
+
+    def record(self) -> TraceRecord:
+        if self._record is None:
+            code, mnemonic, operands = fetch_instruction(self.memory, self.before)  # type: ignore[arg-type]
+            b = self.before
+            self._record = TraceRecord(self.index, b.cs.selector, b.rip, linear_rip(b), code, mnemonic, operands,
+                                       state_changes(b, self.after), self.interrupt, self.halted)  # fmt: skip
+        return self._record
+
+
 class Lockstep:
     def __init__(self, image: Path, memory_mib: int = 128, terminal_input: bytes = b"", catch_up: int = 100_000,
                  plant: Planted | None = None) -> None:  # fmt: skip
@@ -170,10 +192,9 @@ class Lockstep:
 
     def run(self, limit: int | None = None) -> Report:
         report = Report()
-        history: collections.deque[TraceRecord] = collections.deque(maxlen=HISTORY)
+        history: collections.deque[_Step] = collections.deque(maxlen=HISTORY)
         before = self.leader.vcpu.get_state(msrs=False)
         while limit is None or report.steps < limit:
-            code, mnemonic, operands = fetch_instruction(self.leader.memory, before)
             self.recording.log = []
             lead = self.leader.step()
             if lead.finished and not lead.executed:
@@ -191,39 +212,42 @@ class Lockstep:
             a, b = self.leader.vcpu.get_state(msrs=False), self.follower.vcpu.get_state(msrs=False)
             if self.replay.advanced:
                 report.coarse["kvm ran on after an IO exit (the leader followed it)"] += 1
-            record = TraceRecord(report.steps, before.cs.selector, before.rip, linear_rip(before), code, mnemonic,
-                                 operands, state_changes(before, a), lead.interrupt, lead.halted)  # fmt: skip
-            history.append(record)
+            step = _Step(report.steps, before, a, lead.interrupt, lead.halted, self.leader.memory)
+            history.append(step)
             report.steps += 1
-            if self.plant is not None and record.index == self.plant.index:
+            if self.plant is not None and step.index == self.plant.index:
                 b = self._corrupt(b)
             fields = _differences(a, b)
             if a.rflags & RFLAGS_TF and not before.rflags & RFLAGS_TF:
                 # The guest set TF itself (popf, iret): KVM's single-step owns that flag, hides it
                 # and takes the guest's #DB for its own step (api.rst, KVM_GUESTDBG_SINGLESTEP).
-                report.end = (f"stopped at instruction {record.index} ({record.text}): the guest set RFLAGS.TF, "
-                              "which the host's single-step uses; lockstep by single-step cannot follow it")  # fmt: skip
+                report.end = (f"stopped at instruction {step.index} ({step.record().text}): the guest set "
+                              "RFLAGS.TF, which the host's single-step uses; lockstep by single-step cannot follow it")  # fmt: skip
                 report.compared += 1
                 break
             if fields and self.replay.mismatch is None:
+                record = step.record()
                 a, fields = self._catch_up(a, b, fields, record, report)
+                step.after = a
                 if fields and 3 in (a.cpl, b.cpl):
                     self.replay.mismatch = self.replay.mismatch or (
                         "kvm ran CPL3 code without stopping (this host's KVM single-steps CPL0 code only) and "
                         "tcg did not reach its state within --catch-up steps: the first difference lies in that "
                         "stretch, which only a host that single-steps ring 3 can narrow down")  # fmt: skip
-                    return self._stop(report, record, fields, history, self.replay.mismatch)
+                    return self._stop(report, step, fields, history, self.replay.mismatch)
             if self.replay.mismatch is not None:
-                return self._stop(report, record, {}, history, self.replay.mismatch)
+                return self._stop(report, step, {}, history, self.replay.mismatch)
             real = {}
-            for name, (ours, theirs) in fields.items():
-                declared = explain(mnemonic, name, ours, theirs) or _rep_resume(mnemonic, name, ours, theirs)
-                if declared is None:
-                    real[name] = (ours, theirs)
-                else:
-                    report.declared[declared.name] += 1
+            if fields:
+                mnemonic = step.record().mnemonic
+                for name, (ours, theirs) in fields.items():
+                    declared = explain(mnemonic, name, ours, theirs) or _rep_resume(mnemonic, name, ours, theirs)
+                    if declared is None:
+                        real[name] = (ours, theirs)
+                    else:
+                        report.declared[declared.name] += 1
             if real:
-                return self._stop(report, record, real, history, "")
+                return self._stop(report, step, real, history, "")
             if fields:  # declared only: the follower continues from the leader's state
                 self.follower.vcpu.set_state(a)
             report.compared += 1
@@ -235,7 +259,7 @@ class Lockstep:
             before = a
         else:
             report.end = f"stopped after {limit} instructions (--max)"
-        report.history = list(history)
+        report.history = [step.record() for step in history]
         return report
 
     # ------------------------------------------------------------------------------------------
@@ -245,7 +269,17 @@ class Lockstep:
         if a.rip == b.rip and not mnemonic_is_rep(record.mnemonic):
             return a, fields
         state = a
-        for extra in range(1, self.catch_up + 1):
+        extra = 0
+        if mnemonic_is_rep(record.mnemonic) and a.rip == b.rip and a.rcx > b.rcx:
+            # kvm ran a batch of iterations: the leader runs as many at once (one per count)
+            lead = self.leader.step(interrupts=False, count=a.rcx - b.rcx)
+            extra += a.rcx - b.rcx
+            state = self.leader.vcpu.get_state(msrs=False)
+            remaining = _differences(state, b)
+            if not remaining or _all_declared(remaining, record.mnemonic):
+                report.coarse[_coarse_reason(record, b, extra)] += 1
+                return state, remaining
+        for extra in range(extra + 1, extra + self.catch_up + 1):
             lead = self.leader.step(interrupts=False)
             if not lead.executed and not lead.halted:
                 continue
@@ -266,11 +300,12 @@ class Lockstep:
         self.follower.vcpu.set_state(state)
         return self.follower.vcpu.get_state(msrs=False)
 
-    def _stop(self, report: Report, record: TraceRecord, real: dict, history, note: str) -> Report:
+    def _stop(self, report: Report, step: _Step, real: dict, history, note: str) -> Report:  # noqa: ANN001
+        record = step.record()
         report.difference = real
         report.difference_at = record
         report.difference_note = note
-        report.history = list(history)
+        report.history = [s.record() for s in history]
         report.symbol = self.symbols.describe(record.linear)
         return report
 
@@ -280,7 +315,10 @@ def mnemonic_is_rep(mnemonic: str) -> bool:
 
 
 def _differences(a: CpuState, b: CpuState) -> dict[str, tuple[object, object]]:
-    return {name: (getattr(a, name), getattr(b, name)) for name in _FIELDS if getattr(a, name) != getattr(b, name)}
+    da, db = a.__dict__, b.__dict__
+    if {k: v for k, v in da.items() if k != "msrs"} == {k: v for k, v in db.items() if k != "msrs"}:
+        return {}  # the common case, compared in C
+    return {name: (da[name], db[name]) for name in _FIELDS if da[name] != db[name]}
 
 
 def _all_declared(fields: dict, mnemonic: str) -> bool:

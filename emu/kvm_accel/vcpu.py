@@ -105,7 +105,20 @@ def install_kick_signal_handler() -> int | None:
     return KICK_SIGNAL
 
 
+_SEGMENTS: dict[bytes, Segment] = {}  # kvm_segment bytes -> Segment (immutable, so shared)
+
+
 def segment_from_kvm(seg: api.kvm_segment) -> Segment:
+    key = bytes(seg)
+    found = _SEGMENTS.get(key)
+    if found is None:
+        if len(_SEGMENTS) > 4096:
+            _SEGMENTS.clear()
+        found = _SEGMENTS[key] = _build_segment(seg)
+    return found
+
+
+def _build_segment(seg: api.kvm_segment) -> Segment:
     return Segment(
         selector=seg.selector, base=seg.base, limit=seg.limit, type=seg.type, s=seg.s, dpl=seg.dpl,
         present=seg.present, avl=seg.avl, l=seg.l, db=seg.db, g=seg.g, unusable=seg.unusable,
@@ -270,16 +283,14 @@ class KvmVCpu(VCpu):
 
     def get_state(self, msrs: bool = True) -> CpuState:
         regs, sregs = self._get_regs(), self._get_sregs()
-        state = CpuState(**{name: getattr(regs, name) for name in _REGS})
+        values: dict[str, object] = {name: getattr(regs, name) for name in _REGS}
         for name in _SREG_SEGMENTS:
-            setattr(state, name, segment_from_kvm(getattr(sregs, name)))
-        state.gdt = DescriptorTable(sregs.gdt.base, sregs.gdt.limit)
-        state.idt = DescriptorTable(sregs.idt.base, sregs.idt.limit)
-        state.cr0, state.cr2, state.cr3, state.cr4 = sregs.cr0, sregs.cr2, sregs.cr3, sregs.cr4
-        state.cr8, state.efer = sregs.cr8, sregs.efer
-        if msrs:
-            state.msrs = self.get_msrs(STATE_MSRS)
-        return state
+            values[name] = segment_from_kvm(getattr(sregs, name))
+        values["gdt"] = DescriptorTable(sregs.gdt.base, sregs.gdt.limit)
+        values["idt"] = DescriptorTable(sregs.idt.base, sregs.idt.limit)
+        values.update(cr0=sregs.cr0, cr2=sregs.cr2, cr3=sregs.cr3, cr4=sregs.cr4, cr8=sregs.cr8, efer=sregs.efer)
+        values["msrs"] = self.get_msrs(STATE_MSRS) if msrs else {}
+        return CpuState.assemble(values)
 
     def set_state(self, state: CpuState) -> None:
         regs = api.kvm_regs(**{name: getattr(state, name) & 0xFFFFFFFFFFFFFFFF for name in _REGS})
@@ -342,7 +353,7 @@ class KvmVCpu(VCpu):
             out.eax, out.ebx, out.ecx, out.edx = e.eax, e.ebx, e.ecx, e.edx
         ioctl(self.fd, api.KVM_SET_CPUID2, byref(table), f"{len(entries)} entries")
 
-    def step(self) -> VcpuExit:
+    def step(self, count: int = 1) -> VcpuExit:  # noqa: ARG002 - KVM steps one at a time
         """One instruction under KVM_GUESTDBG_SINGLESTEP (the host sets TF for the guest and
         catches the #DB it raises; on this project's kvm_pvm hosts that works for CPL0 code)."""
         if not self._single_stepping:

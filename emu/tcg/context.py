@@ -64,6 +64,7 @@ DESC_L = 1 << 21
 CR4_SMAP = 1 << 21
 
 _SEG = struct.Struct("<I4xQII")
+_SEGMENTS: dict[tuple[int, int, int, int], Segment] = {}  # raw (selector, base, limit, flags) -> Segment
 
 
 @dataclass
@@ -175,8 +176,12 @@ class SavedContext:
 
     # segment caches ----------------------------------------------------------------------
     def segment(self, name: str) -> Segment:
-        sel, base, limit, flags = _SEG.unpack_from(self.raw, HEADER + OFF_SEGS + SEG_SIZE * SEG_INDEX[name])
-        seg = Segment.from_attributes(sel, base, limit, flags)
+        raw = _SEG.unpack_from(self.raw, HEADER + OFF_SEGS + SEG_SIZE * SEG_INDEX[name])
+        seg = _SEGMENTS.get(raw)  # Segment is immutable: the few distinct ones are built once
+        if seg is None:
+            if len(_SEGMENTS) > 4096:
+                _SEGMENTS.clear()
+            seg = _SEGMENTS[raw] = Segment.from_attributes(*raw)
         return seg
 
     def raw_segment(self, index: int) -> tuple[int, int, int, int]:

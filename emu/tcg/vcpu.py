@@ -43,7 +43,7 @@ from ..memory import GuestMemory, GuestMemoryError
 from ..mmu.linear import LinearMemory
 from ..mmu.walk import PageFault, PagingMode
 from . import native
-from .context import (OFF_ERROR_CODE, OFF_EXCEPTION_IS_INT, SavedContext, check_layout)
+from .context import (HEADER, OFF_ERROR_CODE, OFF_EXCEPTION_IS_INT, OFF_REGS, SavedContext, check_layout)
 from .fast_syscall import FastSyscall, GeneralProtection, InvalidOpcode
 from .softmmu import PendingFault, SoftMmu
 from .interrupts import HAS_ERROR_CODE, Delivery, Event, EventKind, TripleFault, UnsupportedDelivery
@@ -53,6 +53,7 @@ MIN_SLICE, MAX_SLICE = 1_000, 50_000_000  # instructions per emu_start while a d
 LAST_BLOCK_SOURCE = Path(__file__).with_name("last_block.c")
 NO_BLOCK = 0xFFFF_FFFF_FFFF_FFFF  # last_block.c's address before the run executed any block
 _ns = time.perf_counter_ns
+_GPRS = struct.Struct("<16Q")  # CPUX86State.regs[], in GPR_NAMES order (emu.tcg.context)
 
 
 # C signatures of Unicorn's IN/OUT instruction hooks (unicorn.h: uc_cb_insn_in_t, uc_cb_insn_out_t).
@@ -106,6 +107,7 @@ class TcgVCpu(VCpu):
         self._last_block: ctypes.Array | None = None  # (address, size) of the block run last (last_block.c)
         self._rate = 50.0  # guest instructions per microsecond, measured from exhausted slices
         self._stepping = False  # step(): one instruction, then DebugExit
+        self._step_count = 1
         self._stepped = False  # step(): that instruction (or the event it raised) is done
         self._rom_store = False  # the last run stopped at a store into ROM
         self._rom_step = False  # this run executes that one store, to be undone after it
@@ -349,8 +351,10 @@ class TcgVCpu(VCpu):
         self.stats.count(ExitReason.MMIO)
         return True
 
-    def step(self) -> VcpuExit:
-        """One instruction: a run with a budget of 1 (an exception it raises is delivered)."""
+    def step(self, count: int = 1) -> VcpuExit:
+        """`count` instructions (rep iterations count one each): a run with that budget; an
+        exception raised is delivered before this returns."""
+        self._step_count = max(1, count)
         self._stepping = True
         try:
             return self.run()
@@ -360,7 +364,7 @@ class TcgVCpu(VCpu):
     def _single_step_budget(self) -> int:
         if not self._counting:  # code translated without the count hook would ignore a budget
             self._start_counting()
-        return 1
+        return 1 if self._rom_step else self._step_count
 
     def _undo_rom_stores(self) -> None:
         self._rom_step = False
@@ -595,18 +599,17 @@ class TcgVCpu(VCpu):
     def get_state(self, msrs: bool = True) -> CpuState:
         ctx = self.ctx
         ctx.save()
-        state = CpuState(**{name: ctx.gpr(i) for i, name in enumerate(GPR_NAMES)})
-        state.rip = ctx.rip
-        state.rflags = self._reg(UC_X86_REG_RFLAGS)
+        values: dict[str, object] = dict(zip(GPR_NAMES, _GPRS.unpack_from(ctx.raw, HEADER + OFF_REGS)))
+        values["rip"] = ctx.rip
+        values["rflags"] = self._reg(UC_X86_REG_RFLAGS)
         for name in ("es", "cs", "ss", "ds", "fs", "gs", "ldt", "tr"):
-            setattr(state, name, ctx.segment(name))
-        state.gdt, state.idt = ctx.table(8), ctx.table(9)
-        state.cr0, state.cr2, state.cr3, state.cr4 = ctx.cr(0), ctx.cr(2), ctx.cr(3), ctx.cr(4)
-        state.cr8 = self._reg(UC_X86_REG_CR8)
-        state.efer = ctx.efer
-        if msrs:
-            state.msrs = {index: self._msr(index) for index in STATE_MSRS}
-        return state
+            values[name] = ctx.segment(name)
+        values["gdt"], values["idt"] = ctx.table(8), ctx.table(9)
+        values["cr0"], values["cr2"], values["cr3"], values["cr4"] = ctx.cr(0), ctx.cr(2), ctx.cr(3), ctx.cr(4)
+        values["cr8"] = self._reg(UC_X86_REG_CR8)
+        values["efer"] = ctx.efer
+        values["msrs"] = {index: self._msr(index) for index in STATE_MSRS} if msrs else {}
+        return CpuState.assemble(values)
 
     def set_state(self, state: CpuState) -> None:
         self._ctx_fresh = False
