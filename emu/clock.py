@@ -82,3 +82,28 @@ class Clock:
             count += 1
         self.fired += count
         return count
+
+
+@dataclass
+class InstructionClock(Clock):
+    """Virtual time from the instruction count (QEMU's `-icount shift=N`): 2**shift ns per
+    instruction, advanced by whoever runs the guest one instruction at a time, and jumped to the
+    next deadline while the guest halts. Timers then fire at the same instruction on every run
+    and every backend, which makes traces repeatable."""
+
+    shift: int = 3
+    instructions: int = 0
+
+    def now_ns(self) -> int:  # type: ignore[override]
+        return self.instructions << self.shift
+
+    def advance(self, instructions: int = 1) -> None:
+        self.instructions += instructions
+
+    def skip_to_next_deadline(self) -> bool:
+        """A halted guest: move time to the next timer (False if none is armed)."""
+        deadline = self.next_deadline()
+        if deadline is None:
+            return False
+        self.instructions = max(self.instructions, -(-deadline >> self.shift))
+        return True

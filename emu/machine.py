@@ -34,7 +34,7 @@ from pathlib import Path
 from .accel import DebugExit as StepExit
 from .accel import (Accelerator, HaltExit, InternalErrorExit, InterruptWindowExit, KickExit,
                     ShutdownExit, VCpu)  # fmt: skip
-from .clock import Clock
+from .clock import Clock, InstructionClock
 from .devices.bus import Buses
 from .devices.debug_exit import DebugExit
 from .devices.pic import Pic8259Pair
@@ -55,6 +55,7 @@ from .loader.firmware import PcFirmware, load_bios
 from .memory import GuestMemory
 
 COM1_BASE, COM1_IRQ = 0x3F8, 4
+DETERMINISTIC_EPOCH_NS = 946_684_800 * 1_000_000_000  # 2000-01-01 00:00:00 UTC, the RTC's start
 WINDOW_POLL_NS = 200_000  # tcg: how often to look for IF=1 while an interrupt waits
 
 
@@ -73,6 +74,8 @@ class MachineConfig:
     bios: Path | None = None  # a raw disk boots through this ROM (default: emu's, firmware/bios)
     screendump: Path | None = None  # write the final VGA text screen here
     nographic: bool = False  # never draw the VGA screen on the terminal (its text goes to stdout)
+    deterministic: bool = False  # stepping runs: time from the instruction count (emu.clock.InstructionClock)
+    icount_shift: int = 3  # deterministic: 2**shift ns of guest time per instruction
 
 
 class Kicker(threading.Thread):
@@ -160,7 +163,7 @@ class Machine:
         if self.kind is ImageKind.LINUX:
             raise EmuError(f"{cfg.kernel}: a Linux bzImage; emu cannot boot Linux through the Linux boot protocol yet")
         self.firmware = PcFirmware(load_bios(cfg.bios)) if self.kind is ImageKind.RAW_DISK else None
-        self.clock = Clock()
+        self.clock = InstructionClock(shift=cfg.icount_shift) if cfg.deterministic else Clock()
         self.memory = GuestMemory.pc(cfg.memory_mib << 20, backing=cfg.mem_backing)
         self.accel = _create_accelerator(cfg, self.memory)
         for region in self.memory.regions() + (self.firmware.regions() if self.firmware else []):
@@ -193,6 +196,9 @@ class Machine:
         self.port_b = SystemControlPortB(self.pit)
         ports.register(0x61, 1, self.port_b, "port-b")
         self.rtc = CmosRtc(self.clock, self.pic.line(8))
+        if isinstance(self.clock, InstructionClock):  # the date, too, from the instruction count
+            clock = self.clock
+            self.rtc.wall_ns = lambda: DETERMINISTIC_EPOCH_NS + clock.now_ns()
         self.rtc.set_memory_size(self.memory.size, self.memory.layout.below_4g_size)
         ports.register(0x70, 2, self.rtc, "rtc")
         self.stdout = FdSink()
@@ -342,15 +348,21 @@ class Machine:
         if inject is not None:
             self.vcpu.inject_interrupt(inject)
             injected = inject
-        elif interrupts and self.pic.has_interrupt() and self.vcpu.interrupts_allowed():
-            injected = self.pic.acknowledge()
-            self.vcpu.inject_interrupt(injected)
+        elif interrupts and self.pic.has_interrupt():
+            if self.vcpu.interrupts_allowed():
+                injected = self.pic.acknowledge()
+                self.vcpu.inject_interrupt(injected)
+                self.vcpu.request_interrupt_window(False)
+            else:  # kvm: KVM_RUN stops (IRQ_WINDOW_OPEN) before the first instruction that can take it
+                self.vcpu.request_interrupt_window(True)
         self._in_guest = True
         try:
             event = self.vcpu.step(count)
         finally:
             self._in_guest = False
         if isinstance(event, StepExit):
+            if isinstance(self.clock, InstructionClock):
+                self.clock.advance(count)
             return StepResult(interrupt=injected, finished=self.exit_status is not None)
         if isinstance(event, (KickExit, InterruptWindowExit)):
             return StepResult(interrupt=injected, executed=False)
@@ -368,7 +380,14 @@ class Machine:
         raise GuestError(f"unexpected vCPU event {event!r}")
 
     def wait_for_interrupt(self) -> None:
-        """After a step that halted with interrupts on: sleep until a device interrupts."""
+        """After a step that halted with interrupts on: sleep until a device interrupts (with
+        the deterministic clock: jump to the next timer instead, in no host time)."""
+        if isinstance(self.clock, InstructionClock):
+            while not self.pic.has_interrupt() and self.exit_status is None:
+                if not self.clock.skip_to_next_deadline():
+                    break
+                self._service_devices()
+            return
         self._halt()
 
     def _service_devices(self) -> None:

@@ -31,6 +31,10 @@ def trace_main(argv: list[str]) -> int:
     p.add_argument("--format", choices=("text", "jsonl"), default="text")
     p.add_argument("--input", default="", metavar="TEXT", help="what the guest reads on COM1 (default: nothing)")
     p.add_argument("-m", dest="memory", type=int, default=128, metavar="MiB")
+    p.add_argument("--deterministic", action="store_true",
+                   help="time from the instruction count (2**shift ns each, as qemu -icount): timers fire at "
+                        "the same instruction on every run")
+    p.add_argument("--icount-shift", type=int, default=3, metavar="N")
     args = p.parse_args(argv)
     from ..machine import Machine, MachineConfig
     from .symbols import Symbols
@@ -42,7 +46,8 @@ def trace_main(argv: list[str]) -> int:
         image = Path(args.image)
         if not image.is_file():
             raise EmuError(f"{image}: no such file")
-        machine = Machine(MachineConfig(kernel=image, accel=args.accel, memory_mib=args.memory))
+        machine = Machine(MachineConfig(kernel=image, accel=args.accel, memory_mib=args.memory,
+                                        deterministic=args.deterministic, icount_shift=args.icount_shift))
         machine.uart.sink = _Discard()  # the trace owns stdout
         symbols = Symbols.load(image)
         count = 0

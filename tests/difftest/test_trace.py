@@ -45,3 +45,17 @@ def test_jsonl_trace_to_a_file_until_the_guest_exits(tmp_path: Path) -> None:
 def test_bad_image_is_one_line(tmp_path: Path) -> None:
     result = emu_trace(str(tmp_path / "missing.elf"))
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0 and "no such file" in result.stderr
+
+
+def test_deterministic_traces_repeat_exactly(tmp_path: Path) -> None:
+    """With --deterministic, time is the instruction count (as qemu -icount): idle64's PIT
+    interrupts arrive at the same instructions on every run, and the traces are identical."""
+    idle64 = ROOT / "firmware" / "build" / "idle64.elf"
+    traces = []
+    for n in range(2):
+        out = tmp_path / f"{n}.jsonl"
+        result = emu_trace("--deterministic", "--format", "jsonl", "-o", str(out), str(idle64))
+        assert result.returncode == 0 and "exit status 1" in result.stderr, result.stderr
+        traces.append(out.read_text())
+    assert traces[0] == traces[1]
+    assert traces[0].count('"interrupt":32') >= 20
