@@ -14,12 +14,11 @@ the number of exits the BIOS needed, by reason.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
 
-from common import best_of, qemu_binary, tempdir
+from common import best_of, kvm_available, qemu_binary, tempdir
 
 from emu.machine import Machine, MachineConfig
 
@@ -53,13 +52,6 @@ def in_process(image, accel: str) -> tuple[float, dict]:
     machine.close()
     return elapsed, exits
 
-
-def kvm_available() -> bool:
-    try:
-        os.close(os.open("/dev/kvm", os.O_RDWR))
-        return True
-    except OSError:
-        return False
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ bare ctypes KVM_RUN loop, QEMU when installed); absolute numbers are context onl
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import struct
@@ -50,6 +51,15 @@ def emu_seconds(image: Path, accel: str = "tcg") -> float:
         return elapsed
     finally:
         machine.close()
+
+
+def kvm_available() -> bool:
+    """Is /dev/kvm there and usable by this user?"""
+    try:
+        os.close(os.open("/dev/kvm", os.O_RDWR))
+        return True
+    except OSError:
+        return False
 
 
 def best_of(runs: int, fn: Callable[[], float]) -> float:

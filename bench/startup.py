@@ -11,12 +11,11 @@ and QEMU booting the same image with -kernel where QEMU is installed. In-process
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
 
-from common import best_of, qemu_seconds, tempdir, write_image
+from common import best_of, kvm_available, qemu_seconds, tempdir, write_image
 
 from emu.machine import Machine, MachineConfig
 
@@ -37,13 +36,6 @@ def in_process_seconds(image, accel: str) -> float:
     machine.close()
     return elapsed
 
-
-def kvm_available() -> bool:
-    try:
-        os.close(os.open("/dev/kvm", os.O_RDWR))
-        return True
-    except OSError:
-        return False
 
 
 def main() -> None:
