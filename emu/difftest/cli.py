@@ -46,6 +46,9 @@ def trace_main(argv: list[str]) -> int:
         image = Path(args.image)
         if not image.is_file():
             raise EmuError(f"{image}: no such file")
+        if args.deterministic and args.accel == "kvm":  # see the session notes: not exact there yet
+            raise EmuError("--deterministic needs --accel tcg: KVM's single-steps here may cover several "
+                           "instructions, so a clock counted in steps would lag")  # fmt: skip
         machine = Machine(MachineConfig(kernel=image, accel=args.accel, memory_mib=args.memory,
                                         deterministic=args.deterministic, icount_shift=args.icount_shift))
         machine.uart.sink = _Discard()  # the trace owns stdout
