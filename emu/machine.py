@@ -320,12 +320,7 @@ class Machine:
                 if not self._halt():
                     return 0
                 continue
-            self.uart.flush()
-            if isinstance(event, ShutdownExit):
-                raise GuestError(f"guest shut down: {event.reason}")
-            if isinstance(event, InternalErrorExit):
-                raise GuestError(f"{self.accel.name}: {event.detail}")
-            raise GuestError(f"unexpected vCPU event {event!r}")
+            raise self._guest_died(event)
 
     # one instruction at a time (emu.difftest: the tracer, the lockstep comparison) ---------------
     def start_stepping(self, terminal_input: bytes = b"") -> None:
@@ -372,12 +367,16 @@ class Machine:
                 halted.finished = True
                 self.exit_status = 0 if self.exit_status is None else self.exit_status
             return halted
+        raise self._guest_died(event)
+
+    def _guest_died(self, event: object) -> GuestError:
+        """The one error line for a vCPU exit that ends the guest (output flushed first)."""
         self.uart.flush()
         if isinstance(event, ShutdownExit):
-            raise GuestError(f"guest shut down: {event.reason}")
+            return GuestError(f"guest shut down: {event.reason}")
         if isinstance(event, InternalErrorExit):
-            raise GuestError(f"{self.accel.name}: {event.detail}")
-        raise GuestError(f"unexpected vCPU event {event!r}")
+            return GuestError(f"{self.accel.name}: {event.detail}")
+        return GuestError(f"unexpected vCPU event {event!r}")
 
     def wait_for_interrupt(self) -> None:
         """After a step that halted with interrupts on: sleep until a device interrupts (with

@@ -81,9 +81,6 @@ class FillCache:
     def set_space(self, cr0: int, cr4: int, efer: int, cr3: int) -> None:
         self.native.lib.fc_set_space(self.handle, cr0, cr4, efer, cr3)
 
-    def install(self, cr3: int, page: int, user: bool, frame: int, perms: int) -> None:
-        self.native.lib.fc_install(self.handle, cr3, page, int(user), frame, perms)
-
     def repeat_this_fill(self, user: bool) -> None:
         """During a fill the C front passed on: install the answer Python is about to give, for
         this page and CR3, under the privilege `user` (cheaper than `install`)."""
