@@ -82,6 +82,12 @@ DECLARED: tuple[DeclaredDifference, ...] = (
                        "QEMU's helper_ltr caches the type before it sets the busy bit in memory"),
     DeclaredDifference("rdtsc", frozenset({"rdtsc", "rdtscp"}), frozenset({"rax", "rdx", "rcx"}), 0,
                        "the time-stamp counter (SDM vol. 3B §18.17) counts each machine's own time"),
+    DeclaredDifference("fault-rf", frozenset({"hlt"}), frozenset({"rflags"}), 0x10000,
+                       "SDM vol. 3B §18.3.1.1 (§17.3.1.1 in older editions): for a fault-class exception the RFLAGS "
+                       "image pushed on the stack has RF=1 (the CPU and KVM's injection do so); Unicorn 2.1.4's TCG "
+                       "(QEMU 5.0's do_interrupt64) pushes RF=0; QEMU fixed it in 2024 ('target/i386: fix pushed value "
+                       "of EFLAGS.RF'). The fuzzer asks about the frame's RFLAGS image with the faulting instruction: "
+                       "a ring-3 sequence ends in hlt's #GP(0)"),
 )
 
 
