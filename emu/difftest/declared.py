@@ -15,11 +15,22 @@ with the manual section, and the comparison reports a matching difference by nam
   segment-accessed QEMU's TCG (inside Unicorn) leaves the Accessed bit of a segment's cached
                    type clear after a far jump or a segment load; the CPU sets it (and KVM
                    shows it). A finding of this tool, declared so that runs can go on.
+
+Host quirks (HOST_QUIRKS) are of another kind: this project's hosts provide /dev/kvm through
+kvm_pvm, which runs guest ring-3 code on the real CPU with the host's own user segments and
+without single-step (notes/host-kvm.md, "Ring-3 quirks"). A few ring-3 instructions therefore
+end differently there than the architecture says. Such a stretch is compared where it returns
+to CPL0; each quirk is an instruction pattern plus the outcome kvm_pvm gives it, which the
+leader (tcg) then reproduces instead of the architectural one, so the comparison at the end of
+the stretch checks that the quirk, and nothing else, made the difference. Quirks apply only
+when the host's KVM is kvm_pvm (/sys/module/kvm_pvm).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 CF, PF, AF, ZF, SF, OF = 0x001, 0x004, 0x010, 0x040, 0x080, 0x800
 ARITHMETIC_FLAGS = CF | PF | AF | ZF | SF | OF
@@ -34,6 +45,8 @@ class DeclaredDifference:
     reason: str
 
     def covers(self, mnemonic: str, field: str, ours: object, theirs: object) -> bool:
+        if self.name == "null-selector-cache":
+            return field in self.registers and _null_segment_views(ours, theirs)
         if self.name in SEGMENT_TYPE_BITS:
             return field in self.registers and _only_type_bits_differ(ours, theirs, SEGMENT_TYPE_BITS[self.name])
         if mnemonic not in self.mnemonics or field not in self.registers:
@@ -48,13 +61,20 @@ SEGMENT_TYPE_BITS = {"segment-accessed": 1, "tss-busy": 2}  # which bits of the 
 
 def _only_type_bits_differ(ours: object, theirs: object, bits: int) -> bool:
     """Two cached segments equal but for `bits` of the descriptor type."""
-    from dataclasses import replace
-
     from ..accel import Segment
 
     if not isinstance(ours, Segment) or not isinstance(theirs, Segment) or (ours.type ^ theirs.type) & ~bits:
         return False
     return replace(ours, type=theirs.type) == theirs
+
+
+def _null_segment_views(ours: object, theirs: object) -> bool:
+    """The same null selector in both, with different hidden parts, at least one not usable."""
+    from ..accel import Segment
+
+    return (isinstance(ours, Segment) and isinstance(theirs, Segment) and ours.selector == theirs.selector
+            and ours.selector & ~3 == 0 and (not ours.present or not theirs.present or ours.unusable
+                                              or theirs.unusable))  # fmt: skip
 
 
 def _undefined(name: str, mnemonics: str, flags: int, section: str) -> DeclaredDifference:
@@ -77,6 +97,11 @@ DECLARED: tuple[DeclaredDifference, ...] = (
     DeclaredDifference("segment-accessed", frozenset(), frozenset({"cs", "ds", "es", "fs", "gs", "ss"}), 0,
                        "SDM vol. 3A §3.4.5.1: loading a segment register sets the descriptor's Accessed "
                        "bit; Unicorn 2.1.4's TCG caches the type without it (KVM and the CPU show it set)"),
+    DeclaredDifference("null-selector-cache", frozenset(), frozenset({"cs", "ds", "es", "fs", "gs", "ss"}), 0,
+                       "a null selector has no descriptor behind it, so what the register's hidden part holds is "
+                       "each implementation's own (64-bit code never uses it, SDM vol. 3A §3.4.4): QEMU's TCG caches "
+                       "a flat writable SS for a null SS loaded by IRETQ at CPL0 and marks null data segments "
+                       "unusable; VMX marks them unusable (SDM vol. 3C §25.4.1), kvm_pvm only not present"),
     DeclaredDifference("tss-busy", frozenset(), frozenset({"tr"}), 0,
                        "SDM vol. 2, LTR: the TSS descriptor is marked busy (type 9 -> 11) and TR caches it so; "
                        "QEMU's helper_ltr caches the type before it sets the busy bit in memory"),
@@ -96,4 +121,113 @@ def explain(mnemonic: str, field: str, ours: object, theirs: object) -> Declared
     for declared in DECLARED:
         if declared.covers(mnemonic, field, ours, theirs):
             return declared
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Host quirks of kvm_pvm in ring 3 (see the module doc). `apply(vcpu, state, operands)` makes
+# the leader's tcg vCPU, stopped before the instruction, end as kvm_pvm makes it end.
+HOST_USER_CS, HOST_USER_SS = 0x33, 0x2B  # Linux x86-64 __USER_CS and __USER_DS
+CR0_TS = 1 << 3
+MSR_LSTAR = 0xC0000082
+
+
+@dataclass(frozen=True)
+class HostQuirk:
+    name: str
+    matches: Callable[[str, str, object], bool]  # (mnemonic, operands, state) -> applies?
+    apply: Callable[[object, object, str], None]  # (tcg vcpu, state before, operands)
+    reason: str
+
+
+def _int_n_as_ud(vcpu, state, operands: str) -> None:  # noqa: ANN001
+    vcpu.raise_exception(6)
+
+
+def _syscall_stays_in_ring3(vcpu, state, operands: str) -> None:  # noqa: ANN001
+    lstar = vcpu.get_state().msrs[MSR_LSTAR]
+    after = replace(state, rcx=state.rip + 2, r11=state.rflags, rip=lstar,
+                    cs=replace(state.cs, selector=HOST_USER_CS), ss=replace(state.ss, selector=HOST_USER_SS))  # fmt: skip
+    vcpu.set_state(after)
+
+
+_GPR64 = ["rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi"]
+
+
+def _register(name: str) -> tuple[str, int] | None:
+    """A capstone register name -> (its 64-bit register, width in bits)."""
+    legacy = {r[1:]: r for r in _GPR64}  # ax -> rax, si -> rsi, ...
+    if name in _GPR64 or (name.startswith("r") and name[1:].isdigit()):
+        return name, 64
+    if name.startswith("e") and name[1:] in legacy:
+        return legacy[name[1:]], 32
+    if name in legacy:
+        return legacy[name], 16
+    if name.startswith("r") and name[1:-1].isdigit() and name[-1] in "dw":
+        return name[:-1], 32 if name[-1] == "d" else 16
+    return None
+
+
+def _selector_read(vcpu, state, operands: str) -> None:  # noqa: ANN001
+    """`mov reg, cs|ss`: run it, then put the host's selector where the guest's landed."""
+    vcpu.step()
+    destination, source = (part.strip() for part in operands.split(","))
+    target = _register(destination)
+    after = vcpu.get_state(msrs=False)
+    if target is None:
+        return  # a memory destination: left architectural (the comparison then shows it)
+    name, width = target
+    value = HOST_USER_CS if source == "cs" else HOST_USER_SS
+    if width == 16:
+        value |= getattr(after, name) & ~0xFFFF
+    setattr(after, name, value)
+    vcpu.set_state(after)
+
+
+def _fpu_ignores_ts(vcpu, state, operands: str) -> None:  # noqa: ANN001
+    vcpu.set_state(replace(state, cr0=state.cr0 & ~CR0_TS))
+    vcpu.step()
+    vcpu.set_state(replace(vcpu.get_state(msrs=False), cr0=state.cr0))
+
+
+HOST_QUIRKS: tuple[HostQuirk, ...] = (
+    HostQuirk("pvm-ring3-int-n", lambda m, o, s: m == "int", _int_n_as_ud,
+              "kvm_pvm: `int n` in ring 3 raises #UD whatever the gate's DPL (the architecture enters a DPL3 "
+              "gate or raises #GP(n*8+2), SDM vol. 3A §6.12.1.1)"),
+    HostQuirk("pvm-ring3-syscall", lambda m, o, s: m == "syscall", _syscall_stays_in_ring3,
+              "kvm_pvm: `syscall` in ring 3 jumps to LSTAR but stays in ring 3 with the host's user "
+              "selectors, RFLAGS unmasked (the architecture enters CPL0 with SFMASK applied, SDM vol. 2B SYSCALL)"),
+    HostQuirk("pvm-ring3-selectors", lambda m, o, s: m == "mov" and o.replace(" ", "").endswith((",cs", ",ss")),
+              _selector_read,
+              "kvm_pvm runs ring-3 code with the host's user segments: reading CS or SS gives Linux's "
+              "__USER_CS 0x33 / __USER_DS 0x2b, not the guest's selectors (SDM vol. 2B MOV, segment registers)"),
+    HostQuirk("pvm-ring3-cr0-ts", lambda m, o, s: bool(s.cr0 & CR0_TS) and (m.startswith("f") or m == "wait"),
+              _fpu_ignores_ts,
+              "kvm_pvm runs ring-3 code on the host's FPU state: x87 instructions with the guest's CR0.TS=1 "
+              "complete instead of raising #NM (SDM vol. 3A §2.5, CR0.TS)"),
+)
+
+
+IRET_KEEPS_DATA_SEGMENTS = HostQuirk(
+    "pvm-iret-keeps-data-segments", lambda m, o, s: False, lambda v, s, o: None,
+    "kvm_pvm's return to ring 3 leaves DS/ES/FS/GS as they were; IRET loads NULL into a data segment "
+    "register whose DPL is below the new CPL (SDM vol. 2A IRET, 'RETURN-TO-OUTER-PRIVILEGE-LEVEL')")
+
+
+def keep_data_segments(before, after):  # noqa: ANN001, ANN201 - CpuState in and out
+    """`after` (the state entering ring 3) with the data segments IRET nulled put back as they were."""
+    changed = {name: getattr(before, name) for name in ("ds", "es", "fs", "gs")
+               if getattr(after, name) != getattr(before, name) and not getattr(after, name).present}  # fmt: skip
+    return replace(after, **changed) if changed else after
+
+
+def host_has_quirks() -> bool:
+    """True when /dev/kvm comes from kvm_pvm, whose ring-3 quirks HOST_QUIRKS describes."""
+    return Path("/sys/module/kvm_pvm").exists()
+
+
+def host_quirk(mnemonic: str, operands: str, state: object) -> HostQuirk | None:
+    for quirk in HOST_QUIRKS:
+        if quirk.matches(mnemonic, operands, state):
+            return quirk
     return None

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from ..accel import RFLAGS_TF, CpuState
 from ..errors import EmuError, GuestError
-from .declared import DeclaredDifference, explain
+from .declared import (IRET_KEEPS_DATA_SEGMENTS, DeclaredDifference, explain, host_has_quirks, host_quirk,
+                       keep_data_segments)  # fmt: skip
 from .symbols import Symbols
 from .trace import TraceRecord, fetch_instruction, linear_rip, state_changes
 
@@ -179,6 +180,7 @@ class Lockstep:
         self.leader.start_stepping(terminal_input)
         self.follower.start_stepping(terminal_input)
         self.symbols = Symbols.load(image)
+        self.host_quirks = host_has_quirks()
 
     def close(self) -> None:
         self.leader.close()
@@ -196,6 +198,7 @@ class Lockstep:
         before = self.leader.vcpu.get_state(msrs=False)
         while limit is None or report.steps < limit:
             self.recording.log = []
+            exceptions = sum(self.leader.vcpu.delivered.values())
             lead = self.leader.step()
             if lead.finished and not lead.executed:
                 report.end = f"the guest ended (exit status {self.leader.exit_status})"
@@ -227,14 +230,16 @@ class Lockstep:
                 break
             if fields and self.replay.mismatch is None:
                 record = step.record()
-                a, fields = self._catch_up(a, b, fields, record, report)
-                step.after = a
-                if fields and 3 in (a.cpl, b.cpl):
-                    self.replay.mismatch = self.replay.mismatch or (
-                        "kvm ran CPL3 code without stopping (this host's KVM single-steps CPL0 code only) and "
-                        "tcg did not reach its state within --catch-up steps: the first difference lies in that "
-                        "stretch, which only a host that single-steps ring 3 can narrow down")  # fmt: skip
-                    return self._stop(report, step, fields, history, self.replay.mismatch)
+                if a.cpl == 3 and b.cpl != 3:
+                    a, fields, note = self._follow_ring3(before, a, b, report)
+                    step.after = a
+                    if note:
+                        return self._stop(report, step, fields, history, note)
+                else:
+                    if a.rip != b.rip and sum(self.leader.vcpu.delivered.values()) > exceptions + (lead.interrupt is not None):
+                        b, fields = self._follower_fetch_fault(a, b, fields, report)
+                    a, fields = self._catch_up(a, b, fields, record, report)
+                    step.after = a
             if self.replay.mismatch is not None:
                 return self._stop(report, step, {}, history, self.replay.mismatch)
             real = {}
@@ -292,6 +297,60 @@ class Lockstep:
             if lead.finished or lead.halted:
                 break
         return a, fields
+
+    def _follower_fetch_fault(self, a: CpuState, b: CpuState, fields: dict, report: Report) -> tuple[CpuState, dict]:
+        """The leader's step ended with an exception delivered, the follower's did not: a fault
+        on fetching the next instruction (a jump to a not-present or NX page) belongs to that
+        next instruction on KVM and to this step on tcg. One more follower step delivers it."""
+        self.replay.expected.clear()
+        self.follower.step()
+        moved = self.follower.vcpu.get_state(msrs=False)
+        if moved.rip == b.rip:
+            self.follower.vcpu.set_state(b)
+            return b, fields
+        report.coarse["kvm delivered a fault on the next fetch one step later"] += 1
+        return moved, _differences(a, moved)
+
+    def _follow_ring3(self, before: CpuState, a: CpuState, b: CpuState, report: Report) -> tuple[CpuState, dict, str]:
+        """The follower entered ring 3 and ran it unstepped (kvm_pvm) to the next return to CPL0.
+        The leader runs the same stretch one instruction at a time, giving the declared host
+        quirks the outcome kvm_pvm gives them, and the states are compared where the follower
+        stopped: a few CPL0 instructions after the return."""
+        quirks: collections.Counter = collections.Counter()
+        if self.host_quirks and (kept := keep_data_segments(before, a)) is not a:
+            self.leader.vcpu.set_state(kept)
+            a = kept
+            quirks[IRET_KEEPS_DATA_SEGMENTS.name] += 1
+        state, count = a, 0
+        while state.cpl == 3 and count < self.catch_up:
+            _, mnemonic, operands = fetch_instruction(self.leader.memory, state)
+            quirk = host_quirk(mnemonic, operands, state) if self.host_quirks else None
+            if quirk is not None:
+                quirk.apply(self.leader.vcpu, state, operands)
+                quirks[quirk.name] += 1
+            else:
+                self.leader.step(interrupts=False)
+            count += 1
+            state = self.leader.vcpu.get_state(msrs=False)
+        applied = ", ".join(f"{name} x{n}" for name, n in sorted(quirks.items()))
+        note = (f"kvm ran ring 3 without stopping (this host's KVM single-steps CPL0 code only); tcg stepped "
+                f"{count} ring-3 instructions{' with the host quirks ' + applied if applied else ''} and did not "
+                "reach kvm's state where it returned to CPL0: the first difference lies in that stretch")  # fmt: skip
+        if state.cpl == 3:
+            return state, _differences(state, b), note
+        for extra in range(1, 17):  # the follower's step ends a few CPL0 instructions after the return
+            remaining = _differences(state, b)
+            if not remaining or _all_declared(remaining, ""):
+                report.declared.update(quirks)
+                report.coarse["kvm ran CPL3 code without stopping (kvm_pvm single-steps CPL0 only)"] += 1
+                return state, remaining, ""
+            if state.rip == b.rip:
+                break
+            lead = self.leader.step(interrupts=False)
+            if lead.finished:
+                break
+            state = self.leader.vcpu.get_state(msrs=False)
+        return state, _differences(state, b), note
 
     def _corrupt(self, state: CpuState) -> CpuState:
         plant = self.plant

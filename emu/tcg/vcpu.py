@@ -587,6 +587,12 @@ class TcgVCpu(VCpu):
     def request_interrupt_window(self, on: bool) -> None:
         self._window = on
 
+    def raise_exception(self, vector: int, error_code: int | None = None) -> None:
+        """Deliver exception `vector` as a fault of the instruction at RIP, without running it
+        (differential testing replays a host's different outcome on this backend with it)."""
+        self.ctx.save()
+        self._deliver(Event(vector, EventKind.EXCEPTION, error_code), ExitReason.EXCEPTION)
+
     def kick(self) -> None:
         self._kick.set()
         self.uc.emu_stop()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from guestenv import requires_kvm
 
+from emu.difftest.declared import host_has_quirks
 from emu.difftest.lockstep import Lockstep, Planted, format_report
 from emu.difftest.trace import trace
 from emu.loader.multiboot_image import build_multiboot_elf
@@ -98,6 +99,18 @@ def test_timer_and_uart_interrupts_are_replayed_at_the_same_instruction() -> Non
     report, text = run_lockstep(ROOT / "firmware" / "build" / "idle64.elf")
     assert report.agreed and "exit status 1" in report.end, text
     assert any(r.interrupt == 0x20 for r in report.history) or report.compared > 5000
+
+
+@pytest.mark.skipif(not host_has_quirks(), reason="the declared ring-3 quirks are kvm_pvm's; this host is not")
+def test_ring3_stretches_are_compared_where_they_return_with_the_host_quirks_named() -> None:
+    """rings64 enters ring 3 eight times. kvm_pvm runs ring 3 unstepped and answers `int 0x80`
+    with #UD, `syscall` without leaving ring 3, `mov %cs` with the host's selector: tcg steps
+    each stretch with those outcomes, and the states agree where kvm came back to CPL0."""
+    report, text = run_lockstep(ROOT / "firmware" / "build" / "rings64.elf")
+    assert report.agreed and "exit status" in report.end, text
+    assert {"pvm-ring3-int-n", "pvm-ring3-syscall", "pvm-ring3-selectors", "pvm-iret-keeps-data-segments"} <= set(
+        report.declared), text  # fmt: skip
+    assert report.coarse["kvm ran CPL3 code without stopping (kvm_pvm single-steps CPL0 only)"] == 8, text
 
 
 def test_a_guest_that_sets_tf_ends_the_comparison_with_the_reason() -> None:
