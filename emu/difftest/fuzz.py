@@ -459,11 +459,15 @@ class Worker:
         for index, instruction in enumerate(sequence):
             a = self.tcg.run(instruction.code, current)
             b = self.kvm.run(instruction.code, current)
-            real = real_differences(a, b, instruction.mnemonic, faulting([instruction], a))
+            fault = faulting([instruction], a)
+            real = real_differences(a, b, instruction.mnemonic, fault)
             memory = memory_differences(a, b)
             if real or memory:
-                return {"index": index, "instruction": instruction.text, "bytes": instruction.code.hex(),
-                        "fields": _hex_fields(real), "memory": _hex_memory(memory)}  # fmt: skip
+                found = {"index": index, "instruction": instruction.text, "bytes": instruction.code.hex(),
+                         "fields": _hex_fields(real), "memory": _hex_memory(memory)}  # fmt: skip
+                if fault and any(n.startswith("frame.") for n in real):
+                    found["fault"] = fault  # the frame was pushed by this instruction's fault, or the hlt's
+                return found
             current = next_start(a, current)
         return None
 

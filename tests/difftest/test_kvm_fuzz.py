@@ -238,3 +238,26 @@ def test_a_ring3_reproducer_sets_up_the_data_page_and_ends_as_the_fuzzer_run(wor
         assert registers.get(name, 0) == getattr(expected, name), name  # absent: never changed from 0
     result = _run("diff", str(image))
     assert result.returncode == 0 and "the guest ended (exit status 91)" in result.stdout, result.stdout
+
+
+FINDINGS = sorted((Path(__file__).parent / "findings").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", FINDINGS, ids=[p.stem for p in FINDINGS])
+def test_a_known_finding_replays_as_declared(path: Path, worker: fuzz.Worker, monkeypatch) -> None:
+    """Each finding kept in tests/difftest/findings/ (a campaign's JSON, with its explanation)
+    replays through Worker.stepwise from its start: with its declaration, nothing real remains;
+    without it, the difference recorded then comes back, field for field and byte for byte."""
+    from emu.difftest import declared
+
+    finding = json.loads(path.read_text())
+    start, sequence = fuzz.start_from_finding(finding, worker), fuzz.sequence_from_finding(finding)
+    assert [i.text for i in sequence] == finding["sequence"] and start.ring == finding["ring"]
+    name = finding["expect"]["declared"]
+    assert name in {d.name for d in declared.DECLARED}
+    assert worker.stepwise(sequence, start) is None
+    monkeypatch.setattr(declared, "DECLARED", tuple(d for d in declared.DECLARED if d.name != name))
+    found = worker.stepwise(sequence, start)
+    assert found is not None
+    assert (found["fields"], found["memory"], found.get("fault")) == (finding["fields"], finding["memory"],
+                                                                        finding.get("fault"))  # fmt: skip
