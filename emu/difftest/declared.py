@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 CF, PF, AF, ZF, SF, OF = 0x001, 0x004, 0x010, 0x040, 0x080, 0x800
+TF = 0x100
 ARITHMETIC_FLAGS = CF | PF | AF | ZF | SF | OF
 
 
@@ -45,6 +46,8 @@ class DeclaredDifference:
     reason: str
 
     def covers(self, mnemonic: str, field: str, ours: object, theirs: object) -> bool:
+        if self.name == "singlestep-hides-tf":
+            return field == "rflags" and isinstance(ours, int) and isinstance(theirs, int) and ours ^ theirs == TF == ours & TF
         if self.name == "null-selector-cache":
             return field in self.registers and _null_segment_views(ours, theirs)
         if self.name in SEGMENT_TYPE_BITS:
@@ -102,6 +105,10 @@ DECLARED: tuple[DeclaredDifference, ...] = (
                        "each implementation's own (64-bit code never uses it, SDM vol. 3A §3.4.4): QEMU's TCG caches "
                        "a flat writable SS for a null SS loaded by IRETQ at CPL0 and marks null data segments "
                        "unusable; VMX marks them unusable (SDM vol. 3C §25.4.1), kvm_pvm only not present"),
+    DeclaredDifference("singlestep-hides-tf", frozenset(), frozenset({"rflags"}), TF,
+                       "KVM_GUESTDBG_SINGLESTEP uses RFLAGS.TF for the host's own stepping and KVM_GET_REGS hides "
+                       "it (api.rst §4.38; arch/x86/kvm/x86.c kvm_get_rflags): the guest's own TF is kept but "
+                       "not shown, and its #DB is given to the guest by the comparison (SDM vol. 3B §18.3.1.4)"),
     DeclaredDifference("tss-busy", frozenset(), frozenset({"tr"}), 0,
                        "SDM vol. 2, LTR: the TSS descriptor is marked busy (type 9 -> 11) and TR caches it so; "
                        "QEMU's helper_ltr caches the type before it sets the busy bit in memory"),

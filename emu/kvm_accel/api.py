@@ -303,6 +303,28 @@ class kvm_guest_debug(Structure):
     _fields_ = [("control", c_uint32), ("pad", c_uint32), ("arch", kvm_guest_debug_arch)]
 
 
+class kvm_vcpu_events(Structure):
+    """KVM_GET/SET_VCPU_EVENTS (api.rst §4.31): pending exception, interrupt, NMI, SMI."""
+
+    _fields_ = [
+        ("exception_injected", c_uint8), ("exception_nr", c_uint8), ("exception_has_error_code", c_uint8),
+        ("exception_pending", c_uint8), ("exception_error_code", c_uint32),
+        ("interrupt_injected", c_uint8), ("interrupt_nr", c_uint8), ("interrupt_soft", c_uint8),
+        ("interrupt_shadow", c_uint8),
+        ("nmi_injected", c_uint8), ("nmi_pending", c_uint8), ("nmi_masked", c_uint8), ("nmi_pad", c_uint8),
+        ("sipi_vector", c_uint32), ("flags", c_uint32),
+        ("smi", c_uint8 * 4), ("triple_fault_pending", c_uint8), ("reserved", c_uint8 * 26),
+        ("exception_has_payload", c_uint8), ("exception_payload", c_uint64),
+    ]  # fmt: skip
+
+
+class kvm_debugregs(Structure):
+    """KVM_GET/SET_DEBUGREGS (api.rst §4.32): DR0-3, DR6, DR7 as the guest sees them."""
+
+    _fields_ = [("db", c_uint64 * 4), ("dr6", c_uint64), ("dr7", c_uint64), ("flags", c_uint64),
+                ("reserved", c_uint64 * 9)]  # fmt: skip
+
+
 KVM_GUESTDBG_ENABLE = 0x00000001
 KVM_GUESTDBG_SINGLESTEP = 0x00000002
 KVM_GUESTDBG_USE_SW_BP = 0x00010000
@@ -465,6 +487,10 @@ KVM_SET_FPU = _IOW(KVMIO, 0x8D, kvm_fpu)
 KVM_SET_CPUID2 = _IOW(KVMIO, 0x90, kvm_cpuid2)
 KVM_GET_CPUID2 = _IOWR(KVMIO, 0x91, kvm_cpuid2)
 KVM_SET_GUEST_DEBUG = _IOW(KVMIO, 0x9B, kvm_guest_debug)
+KVM_GET_VCPU_EVENTS = _IOR(KVMIO, 0x9F, kvm_vcpu_events)
+KVM_SET_VCPU_EVENTS = _IOW(KVMIO, 0xA0, kvm_vcpu_events)
+KVM_GET_DEBUGREGS = _IOR(KVMIO, 0xA1, kvm_debugregs)
+KVM_SET_DEBUGREGS = _IOW(KVMIO, 0xA2, kvm_debugregs)
 
 # Capabilities (KVM_CHECK_EXTENSION)
 KVM_CAP_USER_MEMORY = 3

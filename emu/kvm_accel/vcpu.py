@@ -265,6 +265,25 @@ class KvmVCpu(VCpu):
         self._injected = True
         self.stats.count(ExitReason.INTERRUPT)
 
+    def raise_exception(self, vector: int, error_code: int | None = None, dr6_bits: int = 0) -> None:
+        """Make the next KVM_RUN deliver exception `vector` (KVM_SET_VCPU_EVENTS), with `dr6_bits`
+        set in DR6 first for a #DB (KVM_SET_DEBUGREGS). Differential testing gives the guest the
+        #DB of its own RFLAGS.TF with it: under KVM_GUESTDBG_SINGLESTEP, KVM reports it to us."""
+        if dr6_bits:
+            regs = api.kvm_debugregs()
+            ioctl(self.fd, api.KVM_GET_DEBUGREGS, byref(regs))
+            regs.dr6 |= dr6_bits
+            regs.flags = 0
+            ioctl(self.fd, api.KVM_SET_DEBUGREGS, byref(regs))
+        events = api.kvm_vcpu_events()
+        ioctl(self.fd, api.KVM_GET_VCPU_EVENTS, byref(events))
+        events.exception_injected, events.exception_nr = 1, vector
+        events.exception_has_error_code = int(error_code is not None)
+        events.exception_error_code = error_code or 0
+        events.flags = 0  # only the exception, interrupt and NMI parts are set
+        ioctl(self.fd, api.KVM_SET_VCPU_EVENTS, byref(events), f"exception {vector}")
+        self.stats.count(ExitReason.EXCEPTION)
+
     def request_interrupt_window(self, on: bool) -> None:
         """Stays requested until turned off: every KVM_RUN then stops once IF=1 and no shadow."""
         self._run.request_interrupt_window = 1 if on else 0
