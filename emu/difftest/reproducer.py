@@ -121,9 +121,11 @@ _BODY0 = """sequence:
     hlt"""
 
 _ENTER3 = """    mov $0x80000, %rsp
-    mov $0x2b, %ax
+    mov $0x2b, %ax              # DPL3 data segments, which iretq to CPL3 keeps
     mov %ax, %ds
     mov %ax, %es
+    mov %ax, %fs
+    mov %ax, %gs
     pushq $0x2b                 # SS, RSP, RFLAGS, CS, RIP for iretq to CPL3
     pushq ${rsp:#x}
     pushq ${rflags:#x}
