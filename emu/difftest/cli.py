@@ -41,7 +41,7 @@ def trace_main(argv: list[str]) -> int:
     from .trace import trace
 
     machine = None
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
         image = Path(args.image)
         if not image.is_file():

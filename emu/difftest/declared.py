@@ -99,7 +99,8 @@ DECLARED: tuple[DeclaredDifference, ...] = (
                        "leaves 1 and 7 forced by the host KVM (notes/host-kvm.md)"),
     DeclaredDifference("segment-accessed", frozenset(), frozenset({"cs", "ds", "es", "fs", "gs", "ss"}), 0,
                        "SDM vol. 3A §3.4.5.1: loading a segment register sets the descriptor's Accessed "
-                       "bit; Unicorn 2.1.4's TCG caches the type without it (KVM and the CPU show it set)"),
+                       "bit; Unicorn 2.1.4's TCG caches the type without it and does not set it in the GDT "
+                       "for a far jump (KVM and the CPU do both)"),
     DeclaredDifference("null-selector-cache", frozenset(), frozenset({"cs", "ds", "es", "fs", "gs", "ss"}), 0,
                        "a null selector has no descriptor behind it, so what the register's hidden part holds is "
                        "each implementation's own (64-bit code never uses it, SDM vol. 3A §3.4.4): QEMU's TCG caches "
@@ -114,13 +115,34 @@ DECLARED: tuple[DeclaredDifference, ...] = (
                        "QEMU's helper_ltr caches the type before it sets the busy bit in memory"),
     DeclaredDifference("rdtsc", frozenset({"rdtsc", "rdtscp"}), frozenset({"rax", "rdx", "rcx"}), 0,
                        "the time-stamp counter (SDM vol. 3B §18.17) counts each machine's own time"),
-    DeclaredDifference("fault-rf", frozenset({"hlt"}), frozenset({"rflags"}), 0x10000,
-                       "SDM vol. 3B §18.3.1.1 (§17.3.1.1 in older editions): for a fault-class exception the RFLAGS "
-                       "image pushed on the stack has RF=1 (the CPU and KVM's injection do so); Unicorn 2.1.4's TCG "
-                       "(QEMU 5.0's do_interrupt64) pushes RF=0; QEMU fixed it in 2024 ('target/i386: fix pushed value "
-                       "of EFLAGS.RF'). The fuzzer asks about the frame's RFLAGS image with the faulting instruction: "
-                       "a ring-3 sequence ends in hlt's #GP(0)"),
 )
+
+
+SEGMENT_ACCESSED = next(d for d in DECLARED if d.name == "segment-accessed")
+PTE_PRESENT, PTE_ACCESSED, PTE_ACCESSED_DIRTY = 0x01, 0x20, 0x60
+PF_WALK_ACCESSED = DeclaredDifference(
+    "pf-walk-accessed", frozenset(), frozenset(), 0,
+    "emu's tcg raises a #PF by running the faulting instruction again under Unicorn's walker (QEMU 5.0, "
+    "target/i386/excp_helper.c), which sets the Accessed flag of each entry it passes before a lower level "
+    "faults; KVM's walker (arch/x86/kvm/mmu/paging_tmpl.h) sets them only once a walk succeeds. SDM vol. 3A "
+    "§4.8 has the processor set the flag of each entry it uses; neither is wrong about a walk that faulted")  # fmt: skip
+
+
+def explain_memory(address: int, ours: int, theirs: int, gdt: int | None, gdt_limit: int,
+                   gdt_entries: frozenset[int], tables: frozenset[int]) -> DeclaredDifference | None:  # fmt: skip
+    """The declared difference that covers byte `address` (guest-physical) differing in memory:
+    the Accessed bit (bit 0 of byte 5) of a descriptor in the GDT (at guest-physical `gdt`), and
+    what the CPU's store of it does to the paging entries that map the GDT (`gdt_entries`): it
+    sets their Accessed and Dirty flags, which tcg, not storing it, leaves clear; or the Accessed
+    flag tcg alone set in an entry of a paging-structure page (`tables`) on a walk that faulted."""
+    if gdt is not None and 0 <= address - gdt <= gdt_limit and (address - gdt) % 8 == 5 and ours ^ theirs == 1:
+        return SEGMENT_ACCESSED
+    if address in gdt_entries and not (ours ^ theirs) & ~PTE_ACCESSED_DIRTY and not ours & ~theirs:
+        return SEGMENT_ACCESSED
+    if (address & ~0xFFF in tables and address % 8 == 0 and ours ^ theirs == PTE_ACCESSED and ours & PTE_PRESENT
+            and ours & PTE_ACCESSED):  # fmt: skip
+        return PF_WALK_ACCESSED
+    return None
 
 
 def explain(mnemonic: str, field: str, ours: object, theirs: object) -> DeclaredDifference | None:
@@ -136,7 +158,8 @@ def explain(mnemonic: str, field: str, ours: object, theirs: object) -> Declared
 # the leader's tcg vCPU, stopped before the instruction, end as kvm_pvm makes it end.
 HOST_USER_CS, HOST_USER_SS = 0x33, 0x2B  # Linux x86-64 __USER_CS and __USER_DS
 CR0_TS = 1 << 3
-MSR_LSTAR = 0xC0000082
+MSR_LSTAR, MSR_SFMASK = 0xC0000082, 0xC0000084
+RF = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -147,14 +170,14 @@ class HostQuirk:
     reason: str
 
 
-def _int_n_as_ud(vcpu, state, operands: str) -> None:  # noqa: ANN001
+def _int_n_as_ud(vcpu, state, operands: str) -> None:
     vcpu.raise_exception(6)
 
 
-def _syscall_stays_in_ring3(vcpu, state, operands: str) -> None:  # noqa: ANN001
-    lstar = vcpu.get_state().msrs[MSR_LSTAR]
-    after = replace(state, rcx=state.rip + 2, r11=state.rflags, rip=lstar,
-                    cs=replace(state.cs, selector=HOST_USER_CS), ss=replace(state.ss, selector=HOST_USER_SS))  # fmt: skip
+def _syscall_stays_in_ring3(vcpu, state, operands: str) -> None:
+    msrs = vcpu.get_state().msrs
+    after = replace(state, rcx=state.rip + 2, r11=state.rflags, rip=msrs[MSR_LSTAR],
+                    rflags=state.rflags & ~msrs[MSR_SFMASK] & ~RF)  # fmt: skip
     vcpu.set_state(after)
 
 
@@ -175,7 +198,7 @@ def _register(name: str) -> tuple[str, int] | None:
     return None
 
 
-def _selector_read(vcpu, state, operands: str) -> None:  # noqa: ANN001
+def _selector_read(vcpu, state, operands: str) -> None:
     """`mov reg, cs|ss`: run it, then put the host's selector where the guest's landed."""
     vcpu.step()
     destination, source = (part.strip() for part in operands.split(","))
@@ -191,7 +214,7 @@ def _selector_read(vcpu, state, operands: str) -> None:  # noqa: ANN001
     vcpu.set_state(after)
 
 
-def _fpu_ignores_ts(vcpu, state, operands: str) -> None:  # noqa: ANN001
+def _fpu_ignores_ts(vcpu, state, operands: str) -> None:
     vcpu.set_state(replace(state, cr0=state.cr0 & ~CR0_TS))
     vcpu.step()
     vcpu.set_state(replace(vcpu.get_state(msrs=False), cr0=state.cr0))
@@ -202,8 +225,8 @@ HOST_QUIRKS: tuple[HostQuirk, ...] = (
               "kvm_pvm: `int n` in ring 3 raises #UD whatever the gate's DPL (the architecture enters a DPL3 "
               "gate or raises #GP(n*8+2), SDM vol. 3A §6.12.1.1)"),
     HostQuirk("pvm-ring3-syscall", lambda m, o, s: m == "syscall", _syscall_stays_in_ring3,
-              "kvm_pvm: `syscall` in ring 3 jumps to LSTAR but stays in ring 3 with the host's user "
-              "selectors, RFLAGS unmasked (the architecture enters CPL0 with SFMASK applied, SDM vol. 2B SYSCALL)"),
+              "kvm_pvm: `syscall` in ring 3 jumps to LSTAR with RCX, R11 and RFLAGS as architected but stays "
+              "in ring 3 (the architecture loads CS from STAR and enters CPL0, SDM vol. 2B SYSCALL)"),
     HostQuirk("pvm-ring3-selectors", lambda m, o, s: m == "mov" and o.replace(" ", "").endswith((",cs", ",ss")),
               _selector_read,
               "kvm_pvm runs ring-3 code with the host's user segments: reading CS or SS gives Linux's "
@@ -221,7 +244,7 @@ IRET_KEEPS_DATA_SEGMENTS = HostQuirk(
     "register whose DPL is below the new CPL (SDM vol. 2A IRET, 'RETURN-TO-OUTER-PRIVILEGE-LEVEL')")
 
 
-def keep_data_segments(before, after):  # noqa: ANN001, ANN201 - CpuState in and out
+def keep_data_segments(before, after):  # CpuState in and out
     """`after` (the state entering ring 3) with the data segments IRET nulled put back as they were."""
     changed = {name: getattr(before, name) for name in ("ds", "es", "fs", "gs")
                if getattr(after, name) != getattr(before, name) and not getattr(after, name).present}  # fmt: skip

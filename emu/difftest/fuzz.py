@@ -340,7 +340,7 @@ class Backend:
         self.vcpu.set_state(start.state)
         event = self.vcpu.run()
         if not isinstance(event, HaltExit):
-            raise RuntimeError(f"{self.accel.name}: the sequence did not end in hlt: {event}")  # noqa: TRY004
+            raise RuntimeError(f"{self.accel.name}: the sequence did not end in hlt: {event}")
         frame = struct.unpack(f"<{len(FRAME)}Q", self.memory.read(top - FRAME_SIZE, FRAME_SIZE))
         return Outcome(self.vcpu.get_state(msrs=False), frame, self.memory.read(DATA, DATA_SIZE))
 

@@ -21,13 +21,21 @@ Then the leader steps on until it reaches the follower's state (at most `catch_u
 from __future__ import annotations
 
 import collections
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..accel import RFLAGS_TF, CpuState
 from ..errors import EmuError, GuestError
-from .declared import (IRET_KEEPS_DATA_SEGMENTS, DeclaredDifference, explain, host_has_quirks, host_quirk,
-                       keep_data_segments)  # fmt: skip
+from .declared import (
+    IRET_KEEPS_DATA_SEGMENTS,
+    DeclaredDifference,
+    explain,
+    explain_memory,
+    host_has_quirks,
+    host_quirk,  # fmt: skip
+    keep_data_segments,
+)
 from .symbols import Symbols
 from .trace import TraceRecord, fetch_instruction, linear_rip, state_changes
 
@@ -110,13 +118,67 @@ class ReplayIo:
         self._next("mmio-write", address, size, value)
 
 
+class MemoryCheck:
+    """The two machines' guest RAM, compared where the backends can say what was written.
+
+    KVM can: with KVM_MEM_LOG_DIRTY_PAGES on the follower's RAM slots, KVM_GET_DIRTY_LOG
+    (api.rst §4.8) after each step names the pages that step wrote, and those pages are compared
+    at once. tcg cannot cheaply (Unicorn would have to call out on every store), so a write only
+    the leader made is found by a comparison of all RAM every FULL_EVERY steps and at the end,
+    and reported with the stretch of instructions it happened in."""
+
+    FULL_EVERY = 50_000
+    CHUNK = 1 << 20
+
+    def __init__(self, leader, follower) -> None:  # two Machines
+        self.leader, self.follower = leader.memory, follower.memory
+        follower.accel.enable_dirty_log()
+        self.accel = follower.accel
+        self.slots = [slot for slot in follower.accel.slots if not slot.region.readonly]
+        self.pages_compared = 0
+        self.full_checks = 0
+
+    def written(self) -> list[int]:
+        """The bytes (guest-physical addresses) that differ in the pages KVM logged as written
+        since the last call."""
+        found: list[int] = []
+        for slot in self.slots:
+            bits = self.accel.get_dirty_log(slot)
+            while bits:
+                low = bits & -bits
+                bits ^= low
+                self.pages_compared += 1
+                found += self._compare(slot.region.guest_address + (low.bit_length() - 1) * 4096, 4096)
+        return found
+
+    def everything(self) -> list[int]:
+        self.full_checks += 1
+        found: list[int] = []
+        for r in self.leader.ranges:
+            for offset in range(0, r.size, self.CHUNK):
+                found += self._compare(r.guest_address + offset, min(self.CHUNK, r.size - offset))
+        return found
+
+    def _compare(self, address: int, length: int) -> list[int]:
+        ours, theirs = self.leader.read(address, length), self.follower.read(address, length)
+        if ours == theirs:
+            return []
+        return [address + i for i in range(length) if ours[i] != theirs[i]][:4096]
+
+    def bytes_at(self, address: int) -> tuple[bytes, bytes]:
+        start = address & ~7
+        return self.leader.read(start, 16), self.follower.read(start, 16)
+
+
 @dataclass
 class Planted:
-    """A test-only fault: after instruction `index`, XOR `mask` into the follower's `register`."""
+    """A test-only fault: after instruction `index`, XOR `mask` into the follower's `register`,
+    or with register "memory", into the byte of follower RAM at guest-physical `address`."""
 
     index: int
     register: str
     mask: int
+    address: int = 0
 
 
 @dataclass
@@ -131,6 +193,8 @@ class Report:
     history: list[TraceRecord] = field(default_factory=list)
     end: str = ""
     symbol: str = ""
+    memory_pages: int = 0  # pages compared after the steps KVM logged writing them
+    memory_full: int = 0  # comparisons of all RAM
 
     @property
     def agreed(self) -> bool:
@@ -182,6 +246,9 @@ class Lockstep:
         self.follower.start_stepping(terminal_input)
         self.symbols = Symbols.load(image)
         self.host_quirks = host_has_quirks()
+        self.memory = MemoryCheck(self.leader, self.follower)
+        self._last_full = 0
+        self._memory_note = ""
 
     def close(self) -> None:
         self.leader.close()
@@ -229,6 +296,11 @@ class Lockstep:
                 self.follower.vcpu.raise_exception(DB, dr6_bits=DR6_BS)
                 self.follower.step()
                 b = self.follower.vcpu.get_state(msrs=False)
+                # KVM pushed the RFLAGS image without the TF it hides: the frame gets tcg's image.
+                image = self.follower.vcpu.translate(a.rsp + 16)
+                if image is not None and self.follower.memory.read(image, 8) != self.leader.memory.read(image, 8):
+                    self.follower.memory.write(image, self.leader.memory.read(image, 8))
+                    report.declared["singlestep-hides-tf"] += 1
                 report.coarse["kvm took the guest's TF #DB for its own single-step; given to the guest"] += 1
             fields = _differences(a, b)
             if fields and self.replay.mismatch is None:
@@ -258,6 +330,12 @@ class Lockstep:
                 return self._stop(report, step, real, history, "")
             if fields:  # declared only: the follower continues from the leader's state
                 self.follower.vcpu.set_state(a)
+            written = self.memory.written()
+            note = "a difference in memory the step wrote (pages logged by KVM)"
+            if not written and report.steps % MemoryCheck.FULL_EVERY == 0:
+                written, note = self._everything(report)
+            if written and (real := self._memory_differences(written, a, report)):
+                return self._stop(report, step, real, history, note)
             report.compared += 1
             if lead.finished or follow.finished:
                 report.end = f"the guest ended (exit status {self.leader.exit_status})"
@@ -268,7 +346,35 @@ class Lockstep:
         else:
             report.end = f"stopped after {limit} instructions (--max)"
         report.history = [step.record() for step in history]
+        written, note = self._everything(report)
+        if written and history and (real := self._memory_differences(written, history[-1].after, report)):
+            return self._stop(report, history[-1], real, history, note)
+        report.memory_pages, report.memory_full = self.memory.pages_compared, self.memory.full_checks
         return report
+
+    def _everything(self, report: Report) -> tuple[list[int], str]:
+        """All of RAM compared (the writes only tcg made); the note names the stretch."""
+        found = self.memory.everything()
+        note = (f"a difference in memory that KVM did not log as written (so a write tcg made alone) between "
+                f"instruction {self._last_full} and {report.steps}")  # fmt: skip
+        self._last_full = report.steps
+        return found, note
+
+    def _memory_differences(self, addresses: list[int], state: CpuState, report: Report) -> dict:
+        """The differing bytes that no declared difference explains, as report fields (the
+        first one, 16 bytes around it). Declared ones (the GDT's Accessed bits, which KVM stores
+        and tcg does not) are copied to the leader, as the CPU would have stored them."""
+        gdt = self.follower.vcpu.translate(state.gdt.base) if state.gdt.limit else None
+        gdt_entries = frozenset(paging_entries(self.leader.memory, state, state.gdt.base)) if gdt is not None else frozenset()
+        tables = paging_structure_pages(self.leader.memory, state)
+        for address in addresses:
+            ours, theirs = self.leader.memory.read(address, 1)[0], self.follower.memory.read(address, 1)[0]
+            declared = explain_memory(address, ours, theirs, gdt, state.gdt.limit, gdt_entries, tables)
+            if declared is None:
+                return {f"memory {address:#x}": tuple(b.hex(" ") for b in self.memory.bytes_at(address))}
+            report.declared[declared.name] += 1
+            self.leader.memory.write(address, bytes([theirs]))
+        return {}
 
     # ------------------------------------------------------------------------------------------
     def _catch_up(self, a: CpuState, b: CpuState, fields: dict, record: TraceRecord, report: Report):
@@ -358,18 +464,59 @@ class Lockstep:
     def _corrupt(self, state: CpuState) -> CpuState:
         plant = self.plant
         assert plant is not None
+        if plant.register == "memory":
+            memory = self.follower.memory
+            memory.write(plant.address, bytes([memory.read(plant.address, 1)[0] ^ plant.mask]))
+            return state
         setattr(state, plant.register, getattr(state, plant.register) ^ plant.mask)
         self.follower.vcpu.set_state(state)
         return self.follower.vcpu.get_state(msrs=False)
 
-    def _stop(self, report: Report, step: _Step, real: dict, history, note: str) -> Report:  # noqa: ANN001
+    def _stop(self, report: Report, step: _Step, real: dict, history, note: str) -> Report:
         record = step.record()
         report.difference = real
         report.difference_at = record
         report.difference_note = note
         report.history = [s.record() for s in history]
         report.symbol = self.symbols.describe(record.linear)
+        report.memory_pages, report.memory_full = self.memory.pages_compared, self.memory.full_checks
         return report
+
+
+def paging_entries(memory, state: CpuState, linear: int) -> list[int]:  # GuestMemory
+    """Guest-physical addresses of the 4-level paging entries that map `linear` (long mode
+    only), read without touching their Accessed/Dirty flags."""
+    if state.mode != "long":
+        return []
+    entries, table = [], state.cr3 & 0xFFFFFFFFFF000
+    for shift in (39, 30, 21, 12):
+        address = table + ((linear >> shift) & 0x1FF) * 8
+        if not memory.contains(address, 8):
+            break
+        entries.append(address)
+        entry = memory.read_u64(address)
+        if not entry & 1 or (shift in (30, 21) and entry & 0x80):
+            break
+        table = entry & 0xFFFFFFFFFF000
+    return entries
+
+
+def paging_structure_pages(memory, state: CpuState) -> frozenset[int]:  # GuestMemory
+    """The guest-physical pages of the 4-level paging structures CR3 leads to (long mode only)."""
+    if state.mode != "long":
+        return frozenset()
+    pages: set[int] = set()
+    tables = [(state.cr3 & 0xFFFFFFFFFF000, 4)]
+    while tables:
+        table, level = tables.pop()
+        if table in pages or not memory.contains(table, 4096):
+            continue
+        pages.add(table)
+        if level > 1:
+            for (entry,) in struct.iter_unpack("<Q", memory.read(table, 4096)):
+                if entry & 1 and not (level in (2, 3) and entry & 0x80):  # present, not a large page
+                    tables.append((entry & 0xFFFFFFFFFF000, level - 1))
+    return frozenset(pages)
 
 
 def mnemonic_is_rep(mnemonic: str) -> bool:
@@ -415,6 +562,8 @@ def format_report(report: Report, leader_status: int | None) -> str:
                      + ", ".join(f"{name} x{n}" for name, n in sorted(report.declared.items())))  # fmt: skip
     if report.coarse:
         lines.append("coarser boundaries: " + ", ".join(f"{why} x{n}" for why, n in sorted(report.coarse.items())))
+    lines.append(f"memory: {report.memory_pages} pages compared after the steps that wrote them (KVM's dirty log), "
+                 f"all of RAM {report.memory_full} times (for writes only tcg made)")  # fmt: skip
     if report.agreed:
         lines.insert(0, f"agreement: {report.compared} instructions compared in lockstep; {report.end}")
         return "\n".join(lines)

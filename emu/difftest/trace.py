@@ -93,11 +93,11 @@ def fetch_instruction(memory: GuestMemory, state: CpuState) -> tuple[bytes, str,
     linear = linear_rip(state)
     code = b""
     try:
-        code = LinearMemory(memory, paging).read(linear, MAX_INSTRUCTION)
+        code = LinearMemory(memory, paging, set_ad=False).read(linear, MAX_INSTRUCTION)
     except (PageFault, GuestMemoryError):
         for length in range(MAX_INSTRUCTION - 1, 0, -1):  # near the end of RAM or a mapping
             try:
-                code = LinearMemory(memory, paging).read(linear, length)
+                code = LinearMemory(memory, paging, set_ad=False).read(linear, length)
                 break
             except (PageFault, GuestMemoryError):
                 continue
@@ -119,7 +119,7 @@ def _disassembler(state: CpuState):
     return cs
 
 
-def trace(machine: Machine, limit: int | None = None, terminal_input: bytes = b""):  # noqa: F821
+def trace(machine: Machine, limit: int | None = None, terminal_input: bytes = b""):
     """Run `machine` one instruction at a time; yield a TraceRecord for each."""
     machine.start_stepping(terminal_input)
     before = machine.vcpu.get_state()

@@ -17,14 +17,18 @@ from .walk import Access, PagingMode, walk_page_tables
 
 @dataclass
 class LinearMemory:
+    """Guest memory by linear address. `set_ad=False` for a look that is not the CPU's own
+    access (a debugger's, a tracer's): the walk then leaves the Accessed/Dirty flags alone."""
+
     memory: GuestMemory
     mode: PagingMode
+    set_ad: bool = True
 
     def _pieces(self, linear: int, length: int, access: Access, user: bool) -> list[tuple[int, int]]:
         pieces = []
         while length > 0:
             chunk = min(length, 4096 - (linear & 0xFFF))
-            t = walk_page_tables(self.memory, self.mode, linear, access, user)
+            t = walk_page_tables(self.memory, self.mode, linear, access, user, self.set_ad)
             pieces.append((t.physical, chunk))
             linear += chunk
             length -= chunk

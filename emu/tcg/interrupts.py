@@ -35,6 +35,11 @@ VECTOR_NAMES = {0: "#DE", 1: "#DB", 2: "NMI", 3: "#BP", 4: "#OF", 5: "#BR", 6: "
                 17: "#AC", 18: "#MC", 19: "#XM", 20: "#VE", 21: "#CP"}  # fmt: skip
 HAS_ERROR_CODE = frozenset({8, 10, 11, 12, 13, 14, 17, 21, 29, 30})
 CONTRIBUTORY = frozenset({0, 10, 11, 12, 13})
+# Fault-class exceptions (SDM vol. 3A §6.15, table 6-1): the RFLAGS image they push has RF=1, so
+# that the faulting instruction, restarted by IRET, does not raise an instruction-breakpoint #DB
+# again (SDM vol. 3B §18.3.1.1). #DB counts as a trap here (single-step, data breakpoints), as
+# KVM's exception_type() counts it; #DF and #MC are aborts.
+FAULTS = frozenset({0, 5, 6, 7, 10, 11, 12, 13, 14, 16, 17, 19, 20, 21})
 DF, TS, NP, SS_FAULT, GP, PF = 8, 10, 11, 12, 13, 14
 DESC_P = 1 << 15
 DESC_S = 1 << 12
@@ -98,7 +103,10 @@ class Delivery:
         """
         chain = [event]
         cr2: int | None = None
+        rflags &= ~RFLAGS_RF  # after a completed instruction RF is 0 (Unicorn may hold one IRET loaded)
         while True:
+            if event.kind is EventKind.EXCEPTION and event.vector in FAULTS:
+                rflags |= RFLAGS_RF  # in the pushed images (a #DF's too) only: handlers run with RF=0
             try:
                 mode = PagingMode(self.ctx.cr(0), self.ctx.cr(3), self.ctx.cr(4), self.ctx.efer)
                 self.memory_linear = LinearMemory(self.memory, mode)

@@ -34,7 +34,7 @@ from unicorn.x86_const import (UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT, 
                                UC_X86_REG_RIP)  # fmt: skip
 
 from ..accel import (CR0_PG, EFER_LMA, GPR_NAMES, MSR_CSTAR, MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_EIP,
-                     MSR_IA32_SYSENTER_ESP, MSR_LSTAR, MSR_SFMASK, MSR_STAR, RFLAGS_IF,
+                     MSR_IA32_SYSENTER_ESP, MSR_LSTAR, MSR_SFMASK, MSR_STAR, RFLAGS_IF, RFLAGS_RF,
                      STATE_MSRS, CpuState, ExitReason, ExitStats, HaltExit, InternalErrorExit,
                      DebugExit, InterruptWindowExit, IoHandler, KickExit, MemoryRegion, ShutdownExit, VCpu,
                      VcpuExit)  # fmt: skip
@@ -281,6 +281,13 @@ class TcgVCpu(VCpu):
             self._running = True
             if self._last_block is not None:
                 struct.pack_into("<Q", self._last_block, 0, NO_BLOCK)
+            rflags = self._reg(UC_X86_REG_RFLAGS)
+            if rflags & RFLAGS_RF:
+                # RF (set by an IRET from a fault handler) lasts for one instruction: the CPU
+                # clears it when the next one completes (SDM vol. 3B §18.3.1.1). Unicorn never
+                # clears it; emu does before the next instruction runs (it matters only for
+                # instruction breakpoints, which the next instruction may then not skip).
+                self._set_reg(UC_X86_REG_RFLAGS, rflags & ~RFLAGS_RF)
             try:
                 self.uc.emu_start(self._reg(UC_X86_REG_RIP), UNTIL, count=budget)
                 error = None
@@ -419,7 +426,7 @@ class TcgVCpu(VCpu):
         ctx = self.ctx
         ctx.save()
         rip_linear = ctx.raw_segment(1)[1] + ctx.rip
-        memory = LinearMemory(self.memory, PagingMode(ctx.cr(0), ctx.cr(3), ctx.cr(4), ctx.efer))
+        memory = LinearMemory(self.memory, PagingMode(ctx.cr(0), ctx.cr(3), ctx.cr(4), ctx.efer), set_ad=False)
         try:
             if memory.read(rip_linear - 1, 1) != b"\xf4":
                 return False

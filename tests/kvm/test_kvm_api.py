@@ -87,6 +87,8 @@ def test_ioctl_numbers() -> None:
         "KVM_TRANSLATE": 0xC018AE85, "KVM_INTERRUPT": 0x4004AE86, "KVM_GET_MSRS": 0xC008AE88,
         "KVM_SET_MSRS": 0x4008AE89, "KVM_GET_FPU": 0x81A0AE8C, "KVM_SET_FPU": 0x41A0AE8D,
         "KVM_SET_CPUID2": 0x4008AE90, "KVM_GET_CPUID2": 0xC008AE91, "KVM_SET_GUEST_DEBUG": 0x4048AE9B,
+        "KVM_GET_VCPU_EVENTS": 0x8040AE9F, "KVM_SET_VCPU_EVENTS": 0x4040AEA0, "KVM_GET_DEBUGREGS": 0x8080AEA1,
+        "KVM_SET_DEBUGREGS": 0x4080AEA2,
     }  # fmt: skip
     assert {name: getattr(api, name) for name in expected} == expected
     assert set(api.IOCTL_NAMES.values()) == set(expected)
