@@ -234,6 +234,19 @@ class SoftMmu:
             front.repeat_this_fill(user)  # fc_hook installs this answer and repeats it until invalidated
         return True
 
+    def cached_physical(self, linear: int, user: bool) -> int | None:
+        """The guest-physical address of `linear` if the shadow table holds its page for the
+        current paging mode and CR3 (no walk, no A/D side effects); None otherwise."""
+        self.ctx.save()
+        _, cr0, _, _, cr3, cr4, efer = _STATE.unpack_from(self._raw, HEADER)
+        if not cr0 & CR0_PG:
+            return linear & 0xFFFF_FFFF
+        mode = (cr0 & MODE_CR0) | (cr4 & MODE_CR4) << 32 | (efer & MODE_EFER) << 64
+        if mode != self._mode or cr3 != self._cr3:
+            return None
+        hit = self.shadow.entries.get((cr3, linear & ~0xFFF, user))
+        return None if hit is None else hit.physical_page | (linear & 0xFFF)
+
     def _in_system_table(self, page: int) -> bool:
         raw = self._raw
         for index in _SYSTEM_TABLES:

@@ -426,19 +426,24 @@ class TcgVCpu(VCpu):
         ctx = self.ctx
         ctx.save()
         rip_linear = ctx.raw_segment(1)[1] + ctx.rip
+        if self._last_block is not None:
+            start, size = struct.unpack_from("<QI", self._last_block)
+            if start == NO_BLOCK or not start < rip_linear <= start + size:
+                # No block ran, or the budget ran out before the first instruction of the block
+                # just entered (RIP == its start): `hlt` ends the block it is in, so not one.
+                return False
+            if self._stepping and self._step_count == 1 and rip_linear != start + 1:
+                return False  # one instruction ran, from `start`, and it was longer than F4
         memory = LinearMemory(self.memory, PagingMode(ctx.cr(0), ctx.cr(3), ctx.cr(4), ctx.efer), set_ad=False)
         try:
-            if memory.read(rip_linear - 1, 1) != b"\xf4":
+            physical = self.softmmu.cached_physical(rip_linear - 1, ctx.cpl == 3) if self.softmmu else None
+            last_byte = memory.read(rip_linear - 1, 1) if physical is None else self.memory.read(physical, 1)
+            if last_byte != b"\xf4":
                 return False
         except (PageFault, GuestMemoryError):
             return False
         if self._last_block is None:
             return True
-        start, size = struct.unpack_from("<QI", self._last_block)
-        if start == NO_BLOCK or not start < rip_linear <= start + size:
-            # No block ran, or the budget ran out before the first instruction of the block
-            # just entered (RIP == its start): `hlt` ends the block it is in, so this was not one.
-            return False
         try:
             code = memory.read(start, rip_linear - start)
         except (PageFault, GuestMemoryError):
