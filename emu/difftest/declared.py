@@ -45,7 +45,10 @@ class DeclaredDifference:
     flags: int  # for rflags: the bits that may differ
     reason: str
 
-    def covers(self, mnemonic: str, field: str, ours: object, theirs: object) -> bool:
+    def covers(self, mnemonic: str, field: str, ours: object, theirs: object, count: int | None = None) -> bool:
+        """Whether this declaration explains `field` differing after `mnemonic`. `count`, the
+        masked count of a shift or rotate when known, narrows the undefined flags to what the
+        SDM leaves undefined for it: none for 0, AF (shifts) for 1, AF and OF above 1."""
         if self.name == "singlestep-hides-tf":
             return field == "rflags" and isinstance(ours, int) and isinstance(theirs, int) and ours ^ theirs == TF == ours & TF
         if self.name == "null-selector-cache":
@@ -55,8 +58,32 @@ class DeclaredDifference:
         if mnemonic not in self.mnemonics or field not in self.registers:
             return False
         if field == "rflags":
-            return isinstance(ours, int) and isinstance(theirs, int) and not (ours ^ theirs) & ~self.flags
+            flags = self.flags
+            if count is not None and self.name in COUNTED:
+                flags = 0 if count == 0 else flags & ~OF if count == 1 else flags
+            return isinstance(ours, int) and isinstance(theirs, int) and not (ours ^ theirs) & ~flags
         return True
+
+
+COUNTED = frozenset({"shift-flags", "rotate-flags"})  # declarations whose flags depend on the count
+_SHIFTS = frozenset({"shl", "sal", "shr", "sar", "shld", "shrd", "rol", "ror", "rcl", "rcr"})
+
+
+def shift_count(mnemonic: str, operands: str, before: object) -> int | None:
+    """The count a shift or rotate used, masked as the CPU masks it (SDM vol. 2B SAL/SAR/SHL/SHR:
+    to 6 bits for a 64-bit operand, 5 otherwise), from capstone's operands and the state
+    before it (for CL); None for other instructions or an operand form not understood."""
+    if mnemonic not in _SHIFTS:
+        return None
+    parts = [p.strip() for p in operands.split(",")]
+    mask = 0x3F if parts[0].startswith(("r", "qword")) and not parts[0].endswith(("d", "w", "b")) else 0x1F
+    last = parts[-1] if len(parts) > (2 if mnemonic in ("shld", "shrd") else 1) else "1"
+    if last == "cl":
+        return getattr(before, "rcx") & mask
+    try:
+        return int(last, 0) & mask
+    except ValueError:
+        return None
 
 
 SEGMENT_TYPE_BITS = {"segment-accessed": 1, "tss-busy": 2}  # which bits of the cached type may differ
@@ -145,10 +172,11 @@ def explain_memory(address: int, ours: int, theirs: int, gdt: int | None, gdt_li
     return None
 
 
-def explain(mnemonic: str, field: str, ours: object, theirs: object) -> DeclaredDifference | None:
-    """The declared difference that covers `field` differing after `mnemonic`, if any."""
+def explain(mnemonic: str, field: str, ours: object, theirs: object, count: int | None = None) -> DeclaredDifference | None:
+    """The declared difference that covers `field` differing after `mnemonic` (a shift or
+    rotate by `count`, when known: see shift_count), if any."""
     for declared in DECLARED:
-        if declared.covers(mnemonic, field, ours, theirs):
+        if declared.covers(mnemonic, field, ours, theirs, count):
             return declared
     return None
 

@@ -58,7 +58,7 @@ from pathlib import Path
 from ..accel import RFLAGS_RF, CpuState, HaltExit, MemoryRegion, Segment
 from ..memory import GuestMemory
 from . import reproducer
-from .declared import explain
+from .declared import explain, shift_count
 from .environment import IDT, STUBS, TSS, USER_CS, USER_DS, gate64, long_mode_state
 
 CODE = 0x100000
@@ -392,7 +392,7 @@ def faulting(sequence: list[Instruction], outcome: Outcome) -> str | None:
     return "hlt" if rip == offset and any(outcome.frame) else None
 
 
-def _declared(mnemonics: tuple[str | None, ...], name: str, ours: int, theirs: int) -> bool:
+def _declared(mnemonics: tuple[str | None, ...], name: str, ours: int, theirs: int, count: int | None = None) -> bool:
     """Whether declared differences of `mnemonics` explain `name` differing. A frame field is the
     image of a register (frame.rflags: RFLAGS), so it is asked about under the register's name;
     the differing RFLAGS bits may be covered by several declarations (an undefined flag of the
@@ -404,17 +404,19 @@ def _declared(mnemonics: tuple[str | None, ...], name: str, ours: int, theirs: i
     bits = ours ^ theirs
     while bits:
         bit = bits & -bits
-        if not any(explain(m, "rflags", ours, ours ^ bit) for m in candidates):
+        if not any(explain(m, "rflags", ours, ours ^ bit, count if m == mnemonics[0] else None) for m in candidates):
             return False
         bits ^= bit
     return True
 
 
-def real_differences(a: Outcome, b: Outcome, mnemonic: str | None, fault: str | None) -> dict[str, tuple[int, int]]:
+def real_differences(a: Outcome, b: Outcome, mnemonic: str | None, fault: str | None,
+                     count: int | None = None) -> dict[str, tuple[int, int]]:  # fmt: skip
     """The differences no declaration explains: the registers' by `mnemonic` (the instruction
-    run), the frame's by it or by `fault` (the instruction that faulted and pushed the frame)."""
+    run; a shift or rotate by `count`), the frame's by it or by `fault` (the instruction that
+    faulted and pushed the frame)."""
     return {n: v for n, v in differences(a, b).items()
-            if not _declared((mnemonic, fault) if n.startswith("frame.") else (mnemonic,), n, *v)}  # fmt: skip
+            if not _declared((mnemonic, fault) if n.startswith("frame.") else (mnemonic,), n, *v, count)}  # fmt: skip
 
 
 def _hex_fields(fields: dict[str, tuple[int, int]]) -> dict[str, list[str]]:
@@ -460,7 +462,9 @@ class Worker:
             a = self.tcg.run(instruction.code, current)
             b = self.kvm.run(instruction.code, current)
             fault = faulting([instruction], a)
-            real = real_differences(a, b, instruction.mnemonic, fault)
+            operands = instruction.text.removeprefix(instruction.mnemonic).strip()
+            count = shift_count(instruction.mnemonic, operands, current.state)
+            real = real_differences(a, b, instruction.mnemonic, fault, count)
             memory = memory_differences(a, b)
             if real or memory:
                 found = {"index": index, "instruction": instruction.text, "bytes": instruction.code.hex(),

@@ -35,6 +35,7 @@ from .declared import (
     host_has_quirks,
     host_quirk,  # fmt: skip
     keep_data_segments,
+    shift_count,
 )
 from .symbols import Symbols
 from .trace import TraceRecord, fetch_instruction, linear_rip, state_changes
@@ -320,8 +321,9 @@ class Lockstep:
             real = {}
             if fields:
                 mnemonic = step.record().mnemonic
+                count = shift_count(mnemonic, step.record().operands, before)
                 for name, (ours, theirs) in fields.items():
-                    declared = explain(mnemonic, name, ours, theirs) or _rep_resume(mnemonic, name, ours, theirs)
+                    declared = explain(mnemonic, name, ours, theirs, count) or _rep_resume(mnemonic, name, ours, theirs)
                     if declared is None:
                         real[name] = (ours, theirs)
                     else:
