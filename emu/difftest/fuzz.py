@@ -69,7 +69,7 @@ REGS = ["rax", "rcx", "rdx", "rbx", None, None, "rsi", "rdi", "r8", "r9", "r10",
 USABLE = [i for i, name in enumerate(REGS) if name]
 HLT = b"\xf4"
 RINGS = (0, 3)
-FORMAT = 2  # campaign.json's generator version: 2 = memory forms, data page, rings
+FORMAT = 3  # campaign.json's generator version: 2 = memory forms, data page, rings; 3 = div, lea, imul3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,6 +132,12 @@ def _group_mem(opcode: bytes, ext: int, imm: int = 0, lock: bool = False):
     return encode
 
 
+def _lea(rng: random.Random) -> bytes:
+    """lea r64, [r64 + disp8] (mod=01: no SIB for the usable registers)."""
+    reg, base = rng.choice(USABLE), rng.choice(USABLE)
+    return bytes([_rex(1, reg, base), 0x8D, 0x40 | ((reg & 7) << 3) | (base & 7), rng.randrange(256)])
+
+
 def _flag_op(byte: int):
     return lambda rng: bytes([byte])
 
@@ -179,6 +185,9 @@ TABLE: list[tuple[str, str, object]] = [
     *[("shift-imm", name, _group(b"\xc1", ext, 1)) for name, ext in SHIFTS.items()],
     *[("shift-cl", name, _group(b"\xd3", ext)) for name, ext in SHIFTS.items()],
     ("mul", "imul2", _rr(b"\x0f\xaf")),
+    ("mul", "imul3", lambda rng: _rr(b"\x6b")(rng) + _imm(rng, 1)),
+    *[("div", name, _group(b"\xf7", ext)) for name, ext in (("div", 6), ("idiv", 7))],  # #DE often: a fault's frame
+    ("move", "lea", _lea),
     *[("bits", name, _rr(bytes([0x0F, op]))) for name, op in
       (("bsf", 0xBC), ("bsr", 0xBD), ("bt", 0xA3), ("bts", 0xAB), ("btr", 0xB3), ("btc", 0xBB))],
     ("bits", "shld", lambda rng: _rr(b"\x0f\xa4")(rng) + bytes([rng.randrange(64)])),
