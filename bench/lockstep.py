@@ -3,8 +3,9 @@
 The reference, measured in the same run, is the host KVM's bare single-step rate: the same
 guest stepped with KVM_GUESTDBG_SINGLESTEP and nothing else (one KVM_RUN per instruction, no
 register reads), which bounds any lockstep that uses KVM single-steps. Also printed: emu's
-single-step rate on each backend alone (Machine.step plus one get_state), to show where the
-time goes.
+single-step rate on each backend alone (Machine.step plus one get_state) and the cost of the
+memory comparison's KVM_GET_DIRTY_LOG, to show where the time goes, and a steady-state window
+(irqs64 after its start-up) next to hello64's start (rep batches, page-wide memsets).
 
     python bench/lockstep.py [--max N]
 """
@@ -66,13 +67,23 @@ def emu_steps(accel: str, limit: int) -> float:
         machine.close()
 
 
-def lockstep_rate(limit: int) -> tuple[float, int]:
-    lockstep = Lockstep(IMAGE)
+def lockstep_rate(limit: int, image: Path = IMAGE, skip: int = 0) -> tuple[float, int, float]:
+    """Instructions compared per second (after `skip` steps), and the cost of one
+    KVM_GET_DIRTY_LOG (the memory comparison's per-step ioctl, one per RAM slot) in µs."""
+    lockstep = Lockstep(image)
     lockstep.leader.uart.sink = _Discard()
     try:
+        if skip:
+            lockstep.run(skip)
         start = time.perf_counter()
         report = lockstep.run(limit)
-        return report.compared / (time.perf_counter() - start), report.compared
+        rate = report.compared / (time.perf_counter() - start)
+        slot = lockstep.memory.slots[-1]
+        t0 = time.perf_counter()
+        for _ in range(1000):
+            lockstep.follower.accel.get_dirty_log(slot)
+        dirty_us = (time.perf_counter() - t0) * 1000
+        return rate, report.compared, dirty_us * len(lockstep.memory.slots)
     finally:
         lockstep.close()
 
@@ -84,13 +95,17 @@ def main() -> None:
     bare = bare_kvm_steps(args.max)
     tcg = emu_steps("tcg", args.max)
     kvm = emu_steps("kvm", args.max)
-    rate, compared = lockstep_rate(args.max)
+    rate, compared, dirty_us = lockstep_rate(args.max)
+    steady, steady_compared, _ = lockstep_rate(args.max, IMAGE.with_name("irqs64.elf"), skip=3000)
     print(f"hello64, first {args.max} instructions")
-    print(f"  bare KVM single-step (reference)      {bare:9.0f} steps/s")
-    print(f"  emu step + get_state, tcg             {tcg:9.0f} steps/s")
-    print(f"  emu step + get_state, kvm             {kvm:9.0f} steps/s")
+    print(f"  bare KVM single-step (reference)      {bare:9.0f} steps/s   ({1e6 / bare:5.1f} µs)")
+    print(f"  emu step + get_state, tcg             {tcg:9.0f} steps/s   ({1e6 / tcg:5.1f} µs)")
+    print(f"  emu step + get_state, kvm             {kvm:9.0f} steps/s   ({1e6 / kvm:5.1f} µs)")
+    print(f"  KVM_GET_DIRTY_LOG, all RAM slots                         ({dirty_us:5.1f} µs per step)")
     print(f"  emu diff, compared in lockstep        {rate:9.0f} instructions/s ({compared} compared)"
           f"   lockstep/bare {rate / bare:5.2f}   (goal >= 30000/s)")  # fmt: skip
+    print(f"  emu diff, irqs64 after 3000 steps     {steady:9.0f} instructions/s ({steady_compared} compared)"
+          f"   lockstep/bare {steady / bare:5.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":
