@@ -76,6 +76,10 @@ def diff_main(argv: list[str]) -> int:
     p.add_argument("--max", type=int, default=None, metavar="N", help="stop after N instructions")
     p.add_argument("--input", default="", metavar="TEXT", help="what the guest reads on COM1 (default: nothing)")
     p.add_argument("-m", dest="memory", type=int, default=128, metavar="MiB")
+    p.add_argument("--deterministic", action="store_true",
+                   help="tcg's clock counts instructions (as qemu -icount): interrupts come at the same "
+                        "instruction on every run; kvm gets them from tcg either way")  # fmt: skip
+    p.add_argument("--icount-shift", type=int, default=3, metavar="N")
     args = p.parse_args(argv)
     from .lockstep import Lockstep, format_report
 
@@ -84,7 +88,8 @@ def diff_main(argv: list[str]) -> int:
         image = Path(args.image)
         if not image.is_file():
             raise EmuError(f"{image}: no such file")
-        lockstep = Lockstep(image, args.memory, args.input.encode())
+        lockstep = Lockstep(image, args.memory, args.input.encode(), deterministic=args.deterministic,
+                            icount_shift=args.icount_shift)  # fmt: skip
         lockstep.leader.uart.sink = _Discard()
         report = lockstep.run(args.max)
         print(format_report(report, lockstep.leader.exit_status))

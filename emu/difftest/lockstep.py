@@ -194,6 +194,7 @@ class Report:
     history: list[TraceRecord] = field(default_factory=list)
     end: str = ""
     symbol: str = ""
+    interrupts: list[tuple[int, int]] = field(default_factory=list)  # (instruction index, vector) injected
     memory_pages: int = 0  # pages compared after the steps KVM logged writing them
     memory_full: int = 0  # comparisons of all RAM
 
@@ -226,13 +227,17 @@ class _Step:
 
 class Lockstep:
     def __init__(self, image: Path, memory_mib: int = 128, terminal_input: bytes = b"", catch_up: int = 100_000,
-                 plant: Planted | None = None) -> None:  # fmt: skip
+                 plant: Planted | None = None, deterministic: bool = False, icount_shift: int = 3) -> None:  # fmt: skip
+        """`deterministic`: the leader's clock counts its instructions (as `qemu -icount`), so the
+        timer and RTC interrupts, which the follower gets from the leader, come at the same
+        instruction on every run of the comparison, not only on both backends of one run."""
         from ..machine import Machine, MachineConfig
 
         self.image = image
         self.catch_up = catch_up
         self.plant = plant
-        self.leader = Machine(MachineConfig(kernel=image, accel="tcg", memory_mib=memory_mib))
+        self.leader = Machine(MachineConfig(kernel=image, accel="tcg", memory_mib=memory_mib,
+                                            deterministic=deterministic, icount_shift=icount_shift))  # fmt: skip
         try:
             self.follower = Machine(MachineConfig(kernel=image, accel="kvm", memory_mib=memory_mib))
         except EmuError:
@@ -286,6 +291,8 @@ class Lockstep:
             if self.replay.advanced:
                 report.coarse["kvm ran on after an IO exit (the leader followed it)"] += 1
             step = _Step(report.steps, before, a, lead.interrupt, lead.halted, self.leader.memory)
+            if lead.interrupt is not None:
+                report.interrupts.append((step.index, lead.interrupt))
             history.append(step)
             report.steps += 1
             if self.plant is not None and step.index == self.plant.index:

@@ -132,6 +132,16 @@ def test_diff_command_statuses(tmp_path: Path) -> None:
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no such file" in missing.stderr
 
 
+def test_deterministic_diff_injects_the_timer_at_the_same_instructions_on_every_run() -> None:
+    """With --deterministic tcg's clock counts instructions: two comparisons of idle64 inject
+    the same PIT interrupts before the same instructions, and agree to the end alike."""
+    runs = [run_lockstep(ROOT / "firmware" / "build" / "idle64.elf", deterministic=True)[0] for _ in range(2)]
+    assert all(r.agreed for r in runs)
+    assert runs[0].interrupts == runs[1].interrupts and len(runs[0].interrupts) >= 100
+    assert {vector for _, vector in runs[0].interrupts} == {0x20}
+    assert runs[0].compared == runs[1].compared
+
+
 def test_timer_and_uart_interrupts_are_replayed_at_the_same_instruction() -> None:
     """idle64 sleeps in hlt between PIT ticks: the ticks tcg's PIC raises are injected into kvm
     before the same instruction, and the runs agree to the guest's exit."""
