@@ -4,7 +4,8 @@ The reference, measured in the same run, is the host KVM's bare single-step rate
 guest stepped with KVM_GUESTDBG_SINGLESTEP and nothing else (one KVM_RUN per instruction, no
 register reads), which bounds any lockstep that uses KVM single-steps. Also printed: emu's
 single-step rate on each backend alone (Machine.step plus one get_state) and the cost of the
-memory comparison's KVM_GET_DIRTY_LOG, to show where the time goes, and a steady-state window
+memory comparison's KVM_GET_DIRTY_LOG and the state reads (the kvm side's ioctls bound any
+lockstep that compares the full state and memory after each step), and a steady-state window
 (irqs64 after its start-up) next to hello64's start (rep batches, page-wide memsets).
 
     python bench/lockstep.py [--max N]
@@ -45,6 +46,20 @@ def bare_kvm_steps(limit: int) -> float:
             else:
                 break
         return steps / (time.perf_counter() - start)
+    finally:
+        machine.close()
+
+
+def state_ioctls_us(n: int = 3000) -> float:
+    """KVM_GET_REGS + KVM_GET_SREGS, the least a full-state comparison reads after each step."""
+    machine = Machine(MachineConfig(kernel=IMAGE, accel="kvm"))
+    try:
+        vcpu = machine.vcpu
+        start = time.perf_counter()
+        for _ in range(n):
+            vcpu._get_regs()
+            vcpu._get_sregs()
+        return (time.perf_counter() - start) / n * 1e6
     finally:
         machine.close()
 
@@ -95,13 +110,17 @@ def main() -> None:
     bare = bare_kvm_steps(args.max)
     tcg = emu_steps("tcg", args.max)
     kvm = emu_steps("kvm", args.max)
+    state_us = state_ioctls_us()
     rate, compared, dirty_us = lockstep_rate(args.max)
     steady, steady_compared, _ = lockstep_rate(args.max, IMAGE.with_name("irqs64.elf"), skip=3000)
     print(f"hello64, first {args.max} instructions")
     print(f"  bare KVM single-step (reference)      {bare:9.0f} steps/s   ({1e6 / bare:5.1f} µs)")
     print(f"  emu step + get_state, tcg             {tcg:9.0f} steps/s   ({1e6 / tcg:5.1f} µs)")
     print(f"  emu step + get_state, kvm             {kvm:9.0f} steps/s   ({1e6 / kvm:5.1f} µs)")
+    print(f"  KVM_GET_REGS + KVM_GET_SREGS                             ({state_us:5.1f} µs per step)")
     print(f"  KVM_GET_DIRTY_LOG, all RAM slots                         ({dirty_us:5.1f} µs per step)")
+    floor = 1e6 / bare + state_us + dirty_us
+    print(f"  the kvm side's ioctls alone (step, state, dirty log)   ({floor:5.1f} µs: at most {1e6 / floor:7.0f}/s)")
     print(f"  emu diff, compared in lockstep        {rate:9.0f} instructions/s ({compared} compared)"
           f"   lockstep/bare {rate / bare:5.2f}   (goal >= 30000/s)")  # fmt: skip
     print(f"  emu diff, irqs64 after 3000 steps     {steady:9.0f} instructions/s ({steady_compared} compared)"
