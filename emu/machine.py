@@ -37,6 +37,7 @@ from .accel import (Accelerator, HaltExit, InternalErrorExit, InterruptWindowExi
 from .clock import Clock, InstructionClock
 from .devices.bus import Buses
 from .devices.debug_exit import DebugExit
+from .devices.pci import I440fxHostBridge, PciHost, Piix3IsaBridge
 from .devices.pic import Pic8259Pair
 from .devices.pit import Pit8254
 from .devices.port61 import SystemControlPortB
@@ -217,6 +218,12 @@ class Machine:
             self.ata = AtaController(DiskImage(self.config.kernel), self.pic.line(14))
             self.ata.register(ports)
         ports.register(0xF4, 4, DebugExit(self), "isa-debug-exit")
+        # The PC chipset of QEMU's `-machine pc`: i440FX host bridge, PIIX3 ISA bridge (PCI IRQ routing)
+        self.pci = PciHost(self)
+        self.pci.register(ports)
+        self.pci.attach(0, 0, I440fxHostBridge())
+        self.isa_bridge = Piix3IsaBridge(irq_line=self.pic.line)
+        self.pci.attach(1, 0, self.isa_bridge)
         ports.register(0x80, 1, PostCodePort(), "post")
         ports.register(0x92, 1, SystemControlPortA(self), "port-a")
 
