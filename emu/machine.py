@@ -219,7 +219,7 @@ class Machine:
             self.ata.register(ports)
         ports.register(0xF4, 4, DebugExit(self), "isa-debug-exit")
         # The PC chipset of QEMU's `-machine pc`: i440FX host bridge, PIIX3 ISA bridge (PCI IRQ routing)
-        self.pci = PciHost(self)
+        self.pci = PciHost(self, self.buses)
         self.pci.register(ports)
         self.pci.attach(0, 0, I440fxHostBridge())
         self.isa_bridge = Piix3IsaBridge(irq_line=self.pic.line)

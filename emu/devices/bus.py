@@ -86,6 +86,10 @@ class _Bus:
         self.mappings.append(mapping)
         self.mappings.sort(key=lambda m: m.base)
 
+    def unregister(self, mapping: Mapping) -> None:
+        """Give a window back (a PCI BAR that software moved or turned off)."""
+        self.mappings.remove(mapping)
+
     def _all_unmapped(self, address: int, size: int) -> bool:
         return all(self._lookup(address + i) is None for i in range(size))
 
@@ -134,12 +138,18 @@ class PortIoBus(_Bus):
     unassigned_byte: ClassVar[int] = 0xFF  # the ISA data lines float high
     _by_port: list[Mapping | None] = field(default_factory=lambda: [None] * PORT_SPACE, repr=False)
 
-    def register(self, base: int, length: int, device: IoDevice, name: str, max_access_size: int | None = None) -> None:
+    def register(self, base: int, length: int, device: IoDevice, name: str, max_access_size: int | None = None) -> Mapping:
         """Claim ports [base, base + length) for `device`; ValueError if any is taken."""
         m = self._new_mapping(base, length, device, name, max_access_size)
         self._insert(m)
         for port in range(m.base, m.end):
             self._by_port[port] = m
+        return m
+
+    def unregister(self, mapping: Mapping) -> None:
+        super().unregister(mapping)
+        for port in range(mapping.base, mapping.end):
+            self._by_port[port] = None
 
     def _lookup(self, address: int) -> Mapping | None:
         return self._by_port[address] if address < PORT_SPACE else None
@@ -174,9 +184,15 @@ class MmioBus(_Bus):
     unassigned_byte: ClassVar[int] = 0x00  # as QEMU's unassigned memory (see the module doc)
     _bases: list[int] = field(default_factory=list, repr=False)
 
-    def register(self, base: int, length: int, device: IoDevice, name: str, max_access_size: int | None = None) -> None:
+    def register(self, base: int, length: int, device: IoDevice, name: str, max_access_size: int | None = None) -> Mapping:
         """Claim guest-physical [base, base + length) for `device`; ValueError if it overlaps."""
-        self._insert(self._new_mapping(base, length, device, name, max_access_size))
+        m = self._new_mapping(base, length, device, name, max_access_size)
+        self._insert(m)
+        self._bases = [m.base for m in self.mappings]
+        return m
+
+    def unregister(self, mapping: Mapping) -> None:
+        super().unregister(mapping)
         self._bases = [m.base for m in self.mappings]
 
     def _lookup(self, address: int) -> Mapping | None:

@@ -124,6 +124,53 @@ def test_bar_sizing_and_placement() -> None:
     assert cfg(0x04, size=2) == 0x3
 
 
+@dataclass
+class Registers:
+    """What answers inside a BAR window: 64 bytes of storage."""
+
+    data: bytearray
+
+    def io_read(self, offset: int, size: int) -> int:
+        return int.from_bytes(self.data[offset : offset + size], "little")
+
+    def io_write(self, offset: int, size: int, value: int) -> None:
+        self.data[offset : offset + size] = value.to_bytes(size, "little")
+
+
+@dataclass
+class WindowedDevice(TestDevice):
+    __test__ = False
+    window: Registers | None = None
+
+    def bar_io(self, index: int) -> Registers | None:
+        return self.window
+
+
+def test_decoded_bars_are_windows_on_the_buses_and_move_with_them() -> None:
+    from emu.devices.bus import Buses
+
+    buses, regs = Buses(), Registers(bytearray(range(64)))
+    host = PciHost(None, buses)
+    host.register(buses.ports)
+    device = WindowedDevice(bars={0: Bar(BarKind.IO, 0x40), 1: Bar(BarKind.MEMORY32, 0x1000)}, window=regs)
+    host.attach(4, 0, device)
+
+    def cfg(register: int, value: int, size: int = 4) -> None:
+        buses.ports.write(0xCF8, 4, address(4, register=register))
+        buses.ports.write(0xCFC, size, value)
+
+    cfg(0x10, 0xC000)
+    cfg(0x14, 0xFEB0_0000)
+    assert buses.ports.read(0xC004, 4) == 0xFFFF_FFFF  # decoding off: nothing there
+    cfg(0x04, 0x3, 2)
+    assert buses.ports.read(0xC004, 4) == 0x0706_0504 and buses.mmio.read(0xFEB0_0008, 1) == 8
+    cfg(0x10, 0xC100)  # moved
+    assert buses.ports.read(0xC004, 1) == 0xFF and buses.ports.read(0xC104, 1) == 4
+    cfg(0x04, 0x0, 2)  # off again
+    assert buses.mmio.read(0xFEB0_0008, 1) == 0 and buses.ports.read(0xC104, 1) == 0xFF
+    assert [m.name for m in buses.mmio.mappings] == []
+
+
 def test_intx_is_routed_through_pirq_registers_and_shared_as_a_level() -> None:
     """Slot 3's INTA# is PIRQ (3 + 1 - 2) mod 4 = C; PIRQRC[C] at 0x62 steers it. Two functions
     on one IRQ: the line stays high until both release it. Interrupt Disable masks a pin."""

@@ -118,6 +118,10 @@ class PciFunction:
         """Device-specific registers a subclass lets software write (default: none)."""
         return False
 
+    def bar_io(self, index: int):  # -> IoDevice | None
+        """What serves accesses to BAR `index`'s window (offsets from the BAR's base)."""
+        return None
+
     # --- BARs -----------------------------------------------------------------------------
     def _write_bar_byte(self, offset: int, byte: int) -> None:
         slot, byte_index = divmod(offset - BAR0, 4)

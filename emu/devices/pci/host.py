@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..interfaces import SystemControl
-from .config import PciFunction
+from ..bus import PORT_SPACE
+from .config import BarKind, PciFunction
 
 CONFIG_ADDRESS, CONFIG_DATA = 0xCF8, 0xCFC
 PORT_BASE, PORT_COUNT = 0xCF8, 8
@@ -32,11 +33,14 @@ class PciHost:
     """Bus 0 of a PC and the ports that reach its configuration spaces."""
 
     system: SystemControl | None = None
+    buses: object | None = None  # emu.devices.bus.Buses: where decoded BAR windows are mapped
     address: int = 0  # CONFIG_ADDRESS
     reset_control: int = 0
     functions: dict[tuple[int, int], PciFunction] = field(default_factory=dict)  # (device, function)
     config_reads: int = 0
     config_writes: int = 0
+    windows: dict[int, list] = field(default_factory=dict)  # id(function) -> its bus Mappings
+    window_conflicts: int = 0  # BARs placed over another window (left unmapped)
 
     max_access_size: ClassVar[int] = 4
 
@@ -44,6 +48,29 @@ class PciHost:
         if not (0 <= device < 32 and 0 <= function < 8) or (device, function) in self.functions:
             raise ValueError(f"PCI slot {device:02x}.{function} is not free")
         self.functions[device, function] = pci
+        if pci.bars and pci.on_bars_changed is None:
+            pci.on_bars_changed = self.map_bars
+
+    def map_bars(self, pci: PciFunction) -> None:
+        """Put `pci`'s decoded BAR windows on the buses, where software placed them: called when
+        the command register or a BAR changes (unmapping what was there before)."""
+        if self.buses is None:
+            return
+        for mapping in self.windows.pop(id(pci), []):
+            (self.buses.ports if mapping in self.buses.ports.mappings else self.buses.mmio).unregister(mapping)
+        placed = []
+        for index, bar in pci.decoded_bars():
+            device = pci.bar_io(index)
+            io = bar.kind is BarKind.IO
+            if device is None or bar.address == 0 or (io and bar.address + bar.size > PORT_SPACE):
+                continue
+            name = f"pci {pci.vendor_id:04x}:{pci.device_id:04x} bar{index}"
+            try:
+                bus = self.buses.ports if io else self.buses.mmio
+                placed.append(bus.register(bar.address, bar.size, device, name))
+            except ValueError:
+                self.window_conflicts += 1
+        self.windows[id(pci)] = placed
 
     def register(self, ports) -> None:  # a PortIoBus
         ports.register(PORT_BASE, PORT_COUNT, self, "pci-config")
