@@ -120,7 +120,7 @@ class PciFunction:
 
     def bar_io(self, index: int):  # -> IoDevice | None
         """What serves accesses to BAR `index`'s window (offsets from the BAR's base)."""
-        return None
+        return
 
     # --- BARs -----------------------------------------------------------------------------
     def _write_bar_byte(self, offset: int, byte: int) -> None:

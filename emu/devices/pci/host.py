@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..interfaces import SystemControl
 from ..bus import PORT_SPACE
+from ..interfaces import SystemControl
 from .config import BarKind, PciFunction
 
 CONFIG_ADDRESS, CONFIG_DATA = 0xCF8, 0xCFC
