@@ -9,8 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emu.devices.virtio.queue import (DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, ChainError, Virtqueue,
-                                      need_event)  # fmt: skip
+from emu.devices.virtio.queue import (
+    DESC_F_INDIRECT,
+    DESC_F_NEXT,
+    DESC_F_WRITE,
+    ChainError,
+    Virtqueue,
+    need_event,  # fmt: skip
+)
 from emu.memory import GuestMemory
 
 RAM = 1 << 20
