@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-nographic", "--nographic", action="store_true",
                    help="no screen: the BIOS's int 10h text goes to stdout (also when stdout is not a terminal)")
     p.add_argument("--screendump", metavar="FILE", help="write the final VGA text screen to FILE")
+    p.add_argument("-device", "--device", action="append", default=[], metavar="DRIVER",
+                   help="add a PCI device, in QEMU's words: virtio-rng-pci")  # fmt: skip
     p.add_argument("--accel", choices=("tcg", "kvm"), default="tcg", help="how to run guest code (default tcg)")
     p.add_argument("-m", dest="memory", default="128", metavar="MiB", help="guest RAM in MiB (default 128)")
     p.add_argument("--append", "-append", default="", metavar="CMDLINE", help="kernel command line")
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                                mmu=args.mmu, mem_backing=args.mem_backing, dirty_log=args.dirty_log,
                                bios=Path(args.bios) if args.bios else None,
                                screendump=Path(args.screendump) if args.screendump else None,
-                               nographic=args.nographic)  # fmt: skip
+                               nographic=args.nographic, devices=args.device)  # fmt: skip
         machine = Machine(config)
         status = machine.run()
     except (EmuError, GuestError) as err:

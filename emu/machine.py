@@ -38,6 +38,8 @@ from .clock import Clock, InstructionClock
 from .devices.bus import Buses
 from .devices.debug_exit import DebugExit
 from .devices.pci import I440fxHostBridge, PciHost, Piix3IsaBridge
+from .devices.virtio.pci import VirtioPci
+from .devices.virtio.rng import VirtioRng
 from .devices.pic import Pic8259Pair
 from .devices.pit import Pit8254
 from .devices.port61 import SystemControlPortB
@@ -77,6 +79,7 @@ class MachineConfig:
     nographic: bool = False  # never draw the VGA screen on the terminal (its text goes to stdout)
     deterministic: bool = False  # stepping runs: time from the instruction count (emu.clock.InstructionClock)
     icount_shift: int = 3  # deterministic: 2**shift ns of guest time per instruction
+    devices: list[str] = field(default_factory=list)  # -device DRIVER[,...]: PCI devices from slot 3 up
 
 
 class Kicker(threading.Thread):
@@ -224,8 +227,22 @@ class Machine:
         self.pci.attach(0, 0, I440fxHostBridge())
         self.isa_bridge = Piix3IsaBridge(irq_line=self.pic.line)
         self.pci.attach(1, 0, self.isa_bridge)
+        self.virtio: list[VirtioPci] = []
+        for slot, spec in enumerate(self.config.devices, start=3):  # 00:03.0 onwards, as QEMU's first -device
+            function = self._pci_device(spec)
+            self.pci.attach(slot, 0, function)
+            self.isa_bridge.connect(slot, function)
+            self.virtio.append(function)
         ports.register(0x80, 1, PostCodePort(), "post")
         ports.register(0x92, 1, SystemControlPortA(self), "port-a")
+
+    def _pci_device(self, spec: str) -> VirtioPci:
+        driver, *options = spec.split(",")
+        if options:
+            raise EmuError(f"-device {spec}: options are not supported yet")
+        if driver == "virtio-rng-pci":
+            return VirtioPci(device=VirtioRng(self.memory))
+        raise EmuError(f"-device {driver}: emu has no such device (it has: virtio-rng-pci)")
 
     def _intr_changed(self, level: bool) -> None:
         """The PIC's INTR output changed. Raised during a port access the vCPU is serving:
