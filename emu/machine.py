@@ -79,7 +79,7 @@ class MachineConfig:
     nographic: bool = False  # never draw the VGA screen on the terminal (its text goes to stdout)
     deterministic: bool = False  # stepping runs: time from the instruction count (emu.clock.InstructionClock)
     icount_shift: int = 3  # deterministic: 2**shift ns of guest time per instruction
-    devices: list[str] = field(default_factory=list)  # -device DRIVER[,...]: PCI devices from slot 3 up
+    devices: list[str] = field(default_factory=list)  # -device DRIVER[,...]: PCI devices from slot 2 up
 
 
 class Kicker(threading.Thread):
@@ -228,7 +228,7 @@ class Machine:
         self.isa_bridge = Piix3IsaBridge(irq_line=self.pic.line)
         self.pci.attach(1, 0, self.isa_bridge)
         self.virtio: list[VirtioPci] = []
-        for slot, spec in enumerate(self.config.devices, start=3):  # 00:03.0 onwards, as QEMU's first -device
+        for slot, spec in enumerate(self.config.devices, start=2):  # 00:02.0 on, as `qemu -nodefaults -device`
             function = self._pci_device(spec)
             self.pci.attach(slot, 0, function)
             self.isa_bridge.connect(slot, function)

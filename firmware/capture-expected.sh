@@ -21,15 +21,23 @@ cd "$(dirname "$0")"
 QEMU=${QEMU:-qemu-system-x86_64}
 ACCEL=${QEMU_ACCEL:-tcg}
 APPEND="answer=42 greeting=hello"
-ALL="hello32 hello64 exceptions32 exceptions64 rings32 rings64 irqs32 irqs64 idle32 idle64 mmu32 mmu64 modes"
+ALL="hello32 hello64 exceptions32 exceptions64 rings32 rings64 irqs32 irqs64 idle32 idle64 mmu32 mmu64 modes virtio64"
 GUESTS=${*:-$ALL}
 
 # The terminal input every guest gets on COM1: irqs reads it through IRQ 4.
 INPUT="emu"
 
+# The devices a guest needs (tests/test_guests.py gives emu the same).
+devices() {
+    case "$1" in
+        virtio64) echo "-device virtio-rng-pci" ;;
+    esac
+}
+
 run() {
+    # shellcheck disable=SC2046 # devices() gives words
     printf '%s' "$INPUT" | timeout "${TIMEOUT:-60}" "$QEMU" -accel "$ACCEL" -nodefaults -display none \
-        -no-reboot -m 128M -serial stdio -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+        -no-reboot -m 128M -serial stdio -device isa-debug-exit,iobase=0xf4,iosize=0x04 $(devices "$1") \
         -kernel "build/$1.elf" -append "$APPEND" 2>/dev/null
 }
 

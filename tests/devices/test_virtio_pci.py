@@ -22,7 +22,7 @@ DESC, AVAIL, USED, BUFFER = 0x200000, 0x201000, 0x202000, 0x203000
 class Driver:
     """The few steps of a virtio 1.x PCI driver (VIRTIO 1.2 §3.1.1, §4.1.4, §4.1.5)."""
 
-    def __init__(self, machine: Machine, slot: int = 3) -> None:
+    def __init__(self, machine: Machine, slot: int = 2) -> None:
         self.m, self.ports, self.mmio, self.slot = machine, machine.buses.ports, machine.buses.mmio, slot
 
     def cfg(self, register: int, value: int | None = None, size: int = 4) -> int:
@@ -93,8 +93,8 @@ def test_random_bytes_arrive_in_the_buffer_with_an_interrupt(machine: Machine) -
     mem.write(DESC, struct.pack("<QIHH", BUFFER, 16, DESC_F_NEXT | DESC_F_WRITE, 1) + struct.pack("<QIHH", BUFFER + 64, 48, DESC_F_WRITE, 0))
     mem.write(AVAIL, struct.pack("<HHH", 0, 1, 0))
     driver.cfg(0x3C, 11, size=1)  # interrupt line: what the driver would program; routing is the PIIX3's
-    driver.ports.write(0xCF8, 4, 0x8000_0860)  # PIIX3 (00:01.0) PIRQRC: slot 3 INTA# is PIRQC (0x62)
-    driver.ports.write(0xCFE, 1, 11)
+    driver.ports.write(0xCF8, 4, 0x8000_0860)  # PIIX3 (00:01.0) PIRQRC: slot 2 INTA# is PIRQB (0x61)
+    driver.ports.write(0xCFD, 1, 11)
     driver.mmio.write(driver.notify, 2, 0)  # notify queue 0
     used_idx, head, written = struct.unpack("<2xHII", mem.read(USED, 12))
     assert (used_idx, head, written) == (1, 0, 64)

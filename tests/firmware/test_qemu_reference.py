@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from guest_options import DEVICES
 from qemu_differences import qemu_transcript
 
 FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
@@ -32,7 +33,7 @@ def qemu_command(guest: str, accel: str = "tcg") -> list[str]:
         "-nodefaults", "-display", "none", "-no-reboot",
         "-m", "128M",
         "-serial", "stdio",
-        "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", *DEVICES.get(guest, []),
         "-kernel", str(FIRMWARE / "build" / f"{guest}.elf"),
         "-append", APPEND,
     ]  # fmt: skip

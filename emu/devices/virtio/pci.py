@@ -75,9 +75,11 @@ class VirtioPci(PciFunction):
         super().__post_init__()
         self.device.interrupt = self.raise_interrupt
         self.regions = _Regions(self)
-        caps = [(1, COMMON, COMMON_SIZE, b""), (3, ISR, 1, b""), (4, DEVICE, max(self.device.config_size, 4), b""),
+        # In QEMU's list order (it adds each capability at the head): pci-cfg, notify, device, ISR, common
+        caps = [(5, 0, 0, bytes(4)),
                 (2, NOTIFY, NOTIFY_MULTIPLIER * len(self.device.queues), struct.pack("<I", NOTIFY_MULTIPLIER)),
-                (5, 0, 0, bytes(4))]  # fmt: skip
+                (4, DEVICE, max(self.device.config_size, 4), b""), (3, ISR, 1, b""),
+                (1, COMMON, COMMON_SIZE, b"")]  # fmt: skip
         offset = CAP_START
         for i, (cfg_type, start, length, extra) in enumerate(caps):
             size = 16 + len(extra)
