@@ -177,6 +177,8 @@ class Machine:
         self.buses = Buses()
         self._build_devices()
         self.vcpu = self.accel.create_vcpu(0, self.buses)
+        if self.virtio and hasattr(self.vcpu, "install_block_hook"):
+            self.vcpu.install_block_hook()  # tcg: MMIO devices interrupt through a safe stop (see TcgVCpu.kick)
         self.pic.master.on_output = self._intr_changed
         self._in_guest = False
         self._wake = threading.Event()

@@ -42,7 +42,19 @@ def collect(machine: "Machine") -> dict:
         "mmu": mmu_stats(machine),
         "memory": memory_report(machine),
         "firmware": firmware_report(machine),
+        "devices": devices_report(machine),
     }
+
+
+def devices_report(machine: "Machine") -> list[dict]:
+    """Per virtio device and queue: notifications, requests, bytes and interrupts raised."""
+    out = []
+    for pci in machine.virtio:
+        device = pci.device
+        queues = [{"index": i, **vars(c)} for i, c in enumerate(device.counters)]
+        out.append({"name": device.name, "status": device.status, "resets": device.resets,
+                    "errors": len(device.errors), "queues": queues})  # fmt: skip
+    return out
 
 
 def firmware_report(machine: "Machine") -> dict | None:
@@ -125,6 +137,14 @@ def report_table(machine: "Machine") -> str:
             commands = ", ".join(f"{name} {n}" for name, n in disk["commands"].items())
             lines.append(f"disk (ata0): {disk['sectors_read']} sectors read, {disk['sectors_written']} written, "
                          f"{disk['flushes']} flushes; commands: {commands}")
+    for device in data["devices"]:
+        for q in device["queues"]:
+            lines.append(f"{device['name']} queue {q['index']}: {q['notifications']} notifications, {q['requests']} "
+                         f"requests, {q['bytes_written']} bytes written, {q['bytes_read']} read, "
+                         f"{q['interrupts']} interrupts")  # fmt: skip
+        if device["errors"]:
+            lines.append(f"{device['name']}: {device['errors']} protocol errors (DEVICE_NEEDS_RESET), "
+                         f"{device['resets']} resets")  # fmt: skip
     mem = data["memory"]
     ranges = ", ".join(f"{r['guest_address']:#x}-{r['guest_address'] + r['size'] - 1:#x}" for r in mem["ranges"])
     lines.append(f"memory: {mem['size_mib']} MiB at {ranges}; backing {mem['backing']} (asked {mem['requested']}): "

@@ -12,12 +12,20 @@
 struct last_block {
     uint64_t address;
     uint32_t size;
-    uint32_t pad;
+    uint32_t stop;                /* set by emu: stop the run here, at a block boundary */
+    int (*emu_stop)(void *uc);    /* uc_emu_stop */
 };
 
+/* The second use: a device that raises an interrupt from inside an MMIO callback must make the
+ * run return, but uc_emu_stop from inside that callback resumes the instruction from a stale
+ * RIP and repeats its stores (Unicorn #1355). emu sets `stop` instead, and the run stops here,
+ * before the next block, where RIP is exact. */
 void lb_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
     struct last_block *last = user_data;
-    (void)uc;
     last->address = address;
     last->size = size;
+    if (last->stop) {
+        last->stop = 0;
+        last->emu_stop(uc);
+    }
 }

@@ -105,6 +105,8 @@ class TcgVCpu(VCpu):
         self._deadline_ns: int | None = None
         self._counting = False  # translated code carries Unicorn's instruction-count hook
         self._last_block: ctypes.Array | None = None  # (address, size) of the block run last (last_block.c)
+        self._in_mmio = False  # inside an MMIO callback (see kick)
+        self._vcpu_thread = threading.get_ident()
         self._rate = 50.0  # guest instructions per microsecond, measured from exhausted slices
         self._stepping = False  # step(): one instruction, then DebugExit
         self._step_count = 1
@@ -179,7 +181,11 @@ class TcgVCpu(VCpu):
 
     def _mmio_read(self, uc: Uc, offset: int, size: int, base: int) -> int:
         t = _ns()
-        value = self.io.mmio_read(base + offset, size)
+        self._in_mmio = True
+        try:
+            value = self.io.mmio_read(base + offset, size)
+        finally:
+            self._in_mmio = False
         dt = _ns() - t
         self.stats.count(ExitReason.MMIO, dt)
         self._handler_ns += dt
@@ -187,12 +193,16 @@ class TcgVCpu(VCpu):
 
     def _mmio_write(self, uc: Uc, offset: int, size: int, value: int, base: int) -> None:
         t = _ns()
-        self.io.mmio_write(base + offset, size, value)
+        self._in_mmio = True
+        try:
+            self.io.mmio_write(base + offset, size, value)
+        finally:
+            self._in_mmio = False
         dt = _ns() - t
         self.stats.count(ExitReason.MMIO, dt)
         self._handler_ns += dt
         if self._kick.is_set():
-            uc.emu_stop()
+            self._stop_after_mmio()
 
     def _on_cpuid(self, uc: Uc, _ud: object) -> int:
         t = _ns()
@@ -249,6 +259,7 @@ class TcgVCpu(VCpu):
 
     # the run loop ----------------------------------------------------------------------------
     def run(self) -> VcpuExit:
+        self._vcpu_thread = threading.get_ident()
         while True:
             if self._stepping and self._stepped and not self._rom_step:  # step(): before a kick
                 self._stepped = False
@@ -401,10 +412,19 @@ class TcgVCpu(VCpu):
         that a run that ends after a byte F4 can be told from one that ended at `hlt`."""
         self.uc.ctl_flush_tb()
         self._counting = True
+        self.install_block_hook()
+
+    def install_block_hook(self) -> None:
+        """The C block hook (last_block.c): it records the last block run, and stops a run at a
+        block boundary when an MMIO device raised an interrupt (see kick). Idempotent."""
+        if self._last_block is not None:
+            return
         library, _why = native.load(LAST_BLOCK_SOURCE)
         if library is None:
             return  # no compiler: _stopped_after_hlt falls back to the byte before RIP
-        self._last_block = ctypes.create_string_buffer(16)
+        self._last_block = ctypes.create_string_buffer(24)
+        struct.pack_into("<QQ", self._last_block, 0, NO_BLOCK, 0)
+        struct.pack_into("<Q", self._last_block, 16, ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value)
         self._last_block_hook = ctypes.cast(library.lb_hook, _BLOCK_HOOK)  # kept alive with the vCPU
         handle = ctypes.c_size_t()
         status = uclib.uc_hook_add(self._handle, ctypes.byref(handle), UC_HOOK_BLOCK, self._last_block_hook,
@@ -412,6 +432,8 @@ class TcgVCpu(VCpu):
                                    ctypes.c_uint64(0))  # fmt: skip
         if status != 0:
             self._last_block = None
+        else:
+            self.uc.ctl_flush_tb()  # blocks translated before had no hook call
 
     def _measure_rate(self, budget: int, elapsed_ns: int) -> None:
         if elapsed_ns > 0:
@@ -607,7 +629,18 @@ class TcgVCpu(VCpu):
 
     def kick(self) -> None:
         self._kick.set()
-        self.uc.emu_stop()
+        if self._in_mmio and threading.get_ident() == self._vcpu_thread:
+            self._stop_after_mmio()  # raised from a device inside an MMIO callback: not here
+        else:
+            self.uc.emu_stop()
+
+    def _stop_after_mmio(self) -> None:
+        """Stop the run at the next block boundary: uc_emu_stop inside an MMIO callback would
+        resume the instruction from a stale RIP and repeat its stores (Unicorn #1355)."""
+        if self._last_block is not None:
+            struct.pack_into("<I", self._last_block, 12, 1)
+        else:
+            self.uc.emu_stop()  # no C hook (no compiler): the old way
 
     @property
     def kick_pending(self) -> bool:
