@@ -32,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", metavar="IMAGE", nargs="?",
                    help="a multiboot v1 kernel (ELF32, as qemu -kernel takes) or a raw disk image to boot "
                         "through the BIOS, as qemu-system-x86_64 IMAGE")
-    p.add_argument("-drive", "--drive", metavar="file=PATH,format=raw,if=ide",
-                   help="the boot disk spelled out, as QEMU takes it (one IDE disk)")
+    p.add_argument("-drive", "--drive", action="append", default=[], metavar="file=PATH,format=raw,if=ide|virtio",
+                   help="a disk, as QEMU takes it: if=ide is the boot disk (one); if=virtio a virtio-blk disk "
+                        "(readonly=on for a read-only one)")  # fmt: skip
     p.add_argument("-bios", "--bios", metavar="FILE", help="firmware ROM for raw disks (default: emu's, firmware/bios)")
     p.add_argument("-nographic", "--nographic", action="store_true",
                    help="no screen: the BIOS's int 10h text goes to stdout (also when stdout is not a terminal)")
@@ -109,8 +110,8 @@ def parse_modules(text: str) -> list[Path]:
     return modules
 
 
-def parse_drive(spec: str) -> str:
-    """QEMU's -drive file=PATH,format=raw,if=ide: the path, after checking the rest is what emu has."""
+def parse_drive(spec: str) -> dict[str, str]:
+    """QEMU's -drive file=PATH,format=raw,if=ide|virtio[,readonly=on]: its options, checked."""
     options = {}
     for item in spec.split(","):
         key, _, value = item.partition("=")
@@ -119,12 +120,15 @@ def parse_drive(spec: str) -> str:
         raise EmuError(f"-drive {spec}: needs file=PATH")
     if options.get("format", "raw") != "raw":
         raise EmuError(f"-drive {spec}: emu reads raw images only (format=raw)")
-    if options.get("if", "ide") != "ide":
-        raise EmuError(f"-drive {spec}: emu has an IDE disk only (if=ide)")
-    unknown = set(options) - {"file", "format", "if", "media", "index"}
+    options.setdefault("if", "ide")
+    if options["if"] not in ("ide", "virtio"):
+        raise EmuError(f"-drive {spec}: emu has IDE (if=ide, the boot disk) and virtio (if=virtio) disks")
+    if options.get("readonly", "off") not in ("on", "off"):
+        raise EmuError(f"-drive {spec}: readonly=on or readonly=off")
+    unknown = set(options) - {"file", "format", "if", "media", "index", "readonly"}
     if unknown:
         raise EmuError(f"-drive {spec}: emu does not know {', '.join(sorted(unknown))}")
-    return options["file"]
+    return options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,10 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from .machine import Machine, MachineConfig
 
-        image = Path(parse_drive(args.drive) if args.drive else args.image or "")
-        if args.drive and args.image:
-            raise EmuError("give the boot disk once: as IMAGE or with -drive")
-        if not args.image and not args.drive:
+        drives = [parse_drive(spec) for spec in args.drive]
+        boot = [d["file"] for d in drives if d["if"] == "ide"]
+        virtio = [(Path(d["file"]), d.get("readonly") == "on") for d in drives if d["if"] == "virtio"]
+        if len(boot) > 1 or (boot and args.image):
+            raise EmuError("give the boot disk once: as IMAGE or with -drive ...,if=ide")
+        image = Path(boot[0] if boot else args.image or "")
+        if not args.image and not boot:
             raise EmuError("no image: give a multiboot kernel or a disk image (see emu --help)")
         check_image(image)
         config = MachineConfig(kernel=image, accel=args.accel, memory_mib=parse_memory(args.memory),
@@ -150,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                                mmu=args.mmu, mem_backing=args.mem_backing, dirty_log=args.dirty_log,
                                bios=Path(args.bios) if args.bios else None,
                                screendump=Path(args.screendump) if args.screendump else None,
-                               nographic=args.nographic, devices=args.device)  # fmt: skip
+                               nographic=args.nographic, devices=args.device, virtio_drives=virtio)  # fmt: skip
         machine = Machine(config)
         status = machine.run()
     except (EmuError, GuestError) as err:

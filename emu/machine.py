@@ -39,6 +39,7 @@ from .devices.bus import Buses
 from .devices.debug_exit import DebugExit
 from .devices.pci import I440fxHostBridge, PciHost, Piix3IsaBridge
 from .devices.virtio.pci import VirtioPci
+from .devices.virtio.blk import VirtioBlk
 from .devices.virtio.rng import VirtioRng
 from .devices.pic import Pic8259Pair
 from .devices.pit import Pit8254
@@ -47,7 +48,8 @@ from .devices.rtc import CmosRtc
 from .devices.serial import Uart16550
 from .devices.system_ports import PostCodePort, SystemControlPortA
 from .errors import EmuError, GuestError
-from .devices.ata import AtaController, DiskImage
+from .devices.ata import AtaController
+from .devices.disk import DiskImage
 from .devices.debugcon import FirmwareConsole
 from .devices.serial import FdSink
 from .devices.vga import VgaText
@@ -80,6 +82,7 @@ class MachineConfig:
     deterministic: bool = False  # stepping runs: time from the instruction count (emu.clock.InstructionClock)
     icount_shift: int = 3  # deterministic: 2**shift ns of guest time per instruction
     devices: list[str] = field(default_factory=list)  # -device DRIVER[,...]: PCI devices from slot 2 up
+    virtio_drives: list[tuple[Path, bool]] = field(default_factory=list)  # -drive if=virtio: (image, read-only)
 
 
 class Kicker(threading.Thread):
@@ -230,13 +233,20 @@ class Machine:
         self.isa_bridge = Piix3IsaBridge(irq_line=self.pic.line)
         self.pci.attach(1, 0, self.isa_bridge)
         self.virtio: list[VirtioPci] = []
-        for slot, spec in enumerate(self.config.devices, start=2):  # 00:02.0 on, as `qemu -nodefaults -device`
-            function = self._pci_device(spec)
+        self.disks: list[DiskImage] = []
+        functions = [self._virtio_disk(path, readonly) for path, readonly in self.config.virtio_drives]
+        functions += [self._pci_device(spec) for spec in self.config.devices]
+        for slot, function in enumerate(functions, start=2):  # 00:02.0 on, as under `qemu -nodefaults`
             self.pci.attach(slot, 0, function)
             self.isa_bridge.connect(slot, function)
             self.virtio.append(function)
         ports.register(0x80, 1, PostCodePort(), "post")
         ports.register(0x92, 1, SystemControlPortA(self), "port-a")
+
+    def _virtio_disk(self, path: Path, readonly: bool) -> VirtioPci:
+        disk = DiskImage(path, readonly=readonly)
+        self.disks.append(disk)
+        return VirtioPci(device=VirtioBlk(self.memory, disk=disk))
 
     def _pci_device(self, spec: str) -> VirtioPci:
         driver, *options = spec.split(",")
@@ -307,6 +317,8 @@ class Machine:
             self.uart.flush()
             if self.ata is not None and self.ata.disk is not None:
                 self.ata.disk.flush()  # the guest's writes reach the image file on every way out
+            for disk in self.disks:
+                disk.flush()
             self._write_screendump()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -471,6 +483,8 @@ class Machine:
         self.memory.close()
         if self.ata is not None:
             self.ata.close()
+        for disk in self.disks:
+            disk.close()
         if self.firmware is not None:
             self.firmware.close()
 

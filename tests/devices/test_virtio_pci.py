@@ -10,72 +10,14 @@ from pathlib import Path
 import pytest
 from guestenv import ACCELS
 
-from emu.devices.virtio.device import ACKNOWLEDGE, DEVICE_NEEDS_RESET, DRIVER, DRIVER_OK, FEATURES_OK
+from emu.devices.virtio.device import ACKNOWLEDGE, DEVICE_NEEDS_RESET, DRIVER, FEATURES_OK
 from emu.devices.virtio.queue import DESC_F_NEXT, DESC_F_WRITE
 from emu.errors import EmuError
 from emu.machine import Machine, MachineConfig
 
+from .virtio_driver import AVAIL, BUFFER, DESC, USED, Driver
+
 ROOT = Path(__file__).resolve().parents[2]
-BAR = 0xFEBF_0000
-DESC, AVAIL, USED, BUFFER = 0x200000, 0x201000, 0x202000, 0x203000
-
-
-class Driver:
-    """The few steps of a virtio 1.x PCI driver (VIRTIO 1.2 §3.1.1, §4.1.4, §4.1.5)."""
-
-    def __init__(self, machine: Machine, slot: int = 2) -> None:
-        self.m, self.ports, self.mmio, self.slot = machine, machine.buses.ports, machine.buses.mmio, slot
-
-    def cfg(self, register: int, value: int | None = None, size: int = 4) -> int:
-        self.ports.write(0xCF8, 4, 0x8000_0000 | self.slot << 11 | (register & ~3))
-        if value is not None:
-            self.ports.write(0xCFC + (register & 3), size, value)
-        return self.ports.read(0xCFC + (register & 3), size)
-
-    def capabilities(self) -> dict[int, tuple[int, int, int]]:
-        """cfg_type -> (bar, offset, length), from the vendor-specific capability list."""
-        caps, pointer = {}, self.cfg(0x34, size=1)
-        while pointer:
-            vendor, nxt, _, cfg_type, bar = (self.cfg(pointer + i, size=1) for i in range(5))
-            if vendor == 0x09:
-                caps[cfg_type] = (bar, self.cfg(pointer + 8), self.cfg(pointer + 12))
-            pointer = nxt
-        return caps
-
-    def probe(self) -> dict[int, tuple[int, int, int]]:
-        assert self.cfg(0x00) == 0x1044_1AF4  # virtio, modern device 1040h + 4 (entropy)
-        assert self.cfg(0x20, 0xFFFF_FFFF) & ~0xF == 0xFFFF_C000 and self.cfg(0x20) & 0xF == 0xC  # 16 KiB, 64-bit
-        self.cfg(0x20, BAR)
-        self.cfg(0x24, 0)
-        self.cfg(0x04, 0x6, size=2)  # memory space, bus master
-        caps = self.capabilities()
-        self.common = BAR + caps[1][1]
-        self.isr = BAR + caps[3][1]
-        self.notify = BAR + caps[2][1]
-        return caps
-
-    def common_write(self, offset: int, size: int, value: int) -> None:
-        self.mmio.write(self.common + offset, size, value)
-
-    def common_read(self, offset: int, size: int) -> int:
-        return self.mmio.read(self.common + offset, size)
-
-    def initialize(self, queue_size: int = 8) -> None:
-        self.common_write(0x14, 1, 0)  # reset
-        self.common_write(0x14, 1, ACKNOWLEDGE)
-        self.common_write(0x14, 1, ACKNOWLEDGE | DRIVER)
-        self.common_write(0x08, 4, 1)  # driver_feature_select: bits 32-63
-        self.common_write(0x0C, 4, 1)  # VIRTIO_F_VERSION_1
-        self.common_write(0x14, 1, ACKNOWLEDGE | DRIVER | FEATURES_OK)
-        assert self.common_read(0x14, 1) & FEATURES_OK
-        self.common_write(0x16, 2, 0)  # queue_select 0
-        assert self.common_read(0x18, 2) == 256  # queue_size: the maximum
-        self.common_write(0x18, 2, queue_size)
-        for offset, address in ((0x20, DESC), (0x28, AVAIL), (0x30, USED)):  # as two halves, as Linux does
-            self.common_write(offset, 4, address & 0xFFFF_FFFF)
-            self.common_write(offset + 4, 4, address >> 32)
-        self.common_write(0x1C, 2, 1)  # queue_enable
-        self.common_write(0x14, 1, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK)
 
 
 @pytest.fixture
