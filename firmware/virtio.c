@@ -1,34 +1,37 @@
 /*
- * virtio - a small virtio 1.x driver over PCI, for the entropy device (virtio-rng-pci).
+ * virtio - a small virtio 1.x driver over PCI, for the entropy and block devices.
  *
  * What an OS does with a virtio-pci device (VIRTIO 1.2 §3.1.1 and §4.1), step by step:
  *   1. find it on PCI bus 0 with configuration mechanism #1 (ports 0xCF8/0xCFC): vendor 1AF4h;
  *   2. size and place its memory BAR, and turn on memory decoding and bus mastering;
  *   3. walk its vendor-specific capabilities to find the common, notify, ISR and device
  *      configuration structures inside that BAR;
- *   4. reset it, ACKNOWLEDGE, DRIVER, accept VIRTIO_F_VERSION_1, FEATURES_OK, set up queue 0
- *      (sizes and the three ring addresses), enable it, DRIVER_OK;
+ *   4. reset it, ACKNOWLEDGE, DRIVER, accept VIRTIO_F_VERSION_1 (and what else it needs),
+ *      FEATURES_OK, set up queue 0 (size and the three ring addresses), enable it, DRIVER_OK;
  *   5. route its INTx: the PIIX3's PIRQ route register for the slot's pin, level mode in the
  *      ELCR, unmask the IRQ at the 8259s;
- *   6. offer a device-writable buffer, notify, sleep until the interrupt, read the ISR (which
- *      deasserts INTx), and take the buffer back from the used ring.
- * Then it offers a descriptor chain that loops, and checks that the device refuses it by
- * setting DEVICE_NEEDS_RESET (with a configuration interrupt), and resets it. Everything
- * printed is fixed by construction (no random bytes); QEMU's virtio-rng-pci prints the same
- * (`qemu -nodefaults -device virtio-rng-pci`, the command line of capture-expected.sh).
+ *   6. offer buffers, notify, sleep until the used ring moves and the interrupt came, read the
+ *      ISR (which deasserts INTx).
+ * Entropy device (virtio-rng): two requests, then a descriptor chain that loops, which the
+ * device must refuse by setting DEVICE_NEEDS_RESET (with a configuration interrupt); then a
+ * reset. Block device (virtio-blk): the capacity, sector 0 read, sector 1 written and flushed;
+ * with "wait" on the command line it then sleeps forever, for a test that kills emu there.
+ * Everything printed is fixed by construction (no random bytes); with -device virtio-rng-pci
+ * alone, QEMU prints the same (`qemu -nodefaults`, the command line of capture-expected.sh).
  *
- * 64-bit only. The BAR goes at 0x3FF00000, inside the 1 GiB this runtime maps (lib/entry64.S)
+ * 64-bit only. BARs go at 0x3FF00000 up, inside the 1 GiB this runtime maps (lib/entry64.S)
  * and above the guest's RAM: a BIOS would pick the PCI hole below 4 GiB.
  */
 #include "lib.h"
 
-#define BAR_ADDRESS 0x3FF00000ul
+#define BAR_BASE 0x3FF00000ul
 #define QUEUE_SIZE 8
-#define IRQ 11
 #define IRQ_BASE 0x20
 
 enum { ACKNOWLEDGE = 1, DRIVER = 2, DRIVER_OK = 4, FEATURES_OK = 8, NEEDS_RESET = 64 };
 enum { DESC_NEXT = 1, DESC_WRITE = 2 };
+enum { TYPE_BLK = 2, TYPE_RNG = 4 };
+enum { BLK_F_FLUSH = 1 << 9, BLK_T_IN = 0, BLK_T_OUT = 1, BLK_T_FLUSH = 4 };
 
 static inline u32 inl(u16 port) { u32 v; __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port)); return v; }
 
@@ -39,22 +42,26 @@ static u8 cfg_read8(int dev, int reg) { outl(0xcf8, cfg_address(dev, reg)); retu
 static void cfg_write32(int dev, int reg, u32 v) { outl(0xcf8, cfg_address(dev, reg)); outl(0xcfc, v); }
 static void cfg_write8(int dev, int reg, u8 v) { outl(0xcf8, cfg_address(dev, reg)); outb(0xcfc + (reg & 3), v); }
 
-/* ---- the rings (split virtqueue, VIRTIO 1.2 §2.7), identity-mapped ---------------------- */
+/* ---- one device: its structures, its queue 0 (split virtqueue, §2.7), its interrupts -------- */
 struct desc { u64 addr; u32 len; u16 flags, next; };
-static struct desc descs[QUEUE_SIZE] __attribute__((aligned(16)));
-static struct { u16 flags, idx, ring[QUEUE_SIZE], used_event; } avail __attribute__((aligned(2)));
-static struct { u16 flags, idx; struct { u32 id, len; } ring[QUEUE_SIZE]; u16 avail_event; } used
-    __attribute__((aligned(4)));
-static u8 buffer[128];
-
-static volatile u8 *common, *isr, *notify;
-static u32 notify_multiplier;
-static volatile int irqs, isr_queue, isr_config;
+struct vdev {
+    int slot, type, irq;
+    volatile u8 *common, *isr, *notify, *config;
+    u32 notify_multiplier;
+    struct desc descs[QUEUE_SIZE] __attribute__((aligned(16)));
+    struct { u16 flags, idx, ring[QUEUE_SIZE], used_event; } avail __attribute__((aligned(2)));
+    struct { u16 flags, idx; struct { u32 id, len; } ring[QUEUE_SIZE]; u16 avail_event; } used
+        __attribute__((aligned(4)));
+    volatile int isr_queue, isr_config;
+};
+static struct vdev devices[2] __attribute__((aligned(16)));
+static int ndevices;
+static u8 buffer[1024];
 static int failures;
 
-#define COMMON8(o) (*(volatile u8 *)(common + (o)))
-#define COMMON16(o) (*(volatile u16 *)(common + (o)))
-#define COMMON32(o) (*(volatile u32 *)(common + (o)))
+#define COMMON8(d, o) (*(volatile u8 *)((d)->common + (o)))
+#define COMMON16(d, o) (*(volatile u16 *)((d)->common + (o)))
+#define COMMON32(d, o) (*(volatile u32 *)((d)->common + (o)))
 
 static void fail(const char *what) { kprintf("  <-- FAILED: %s\n", what); failures++; }
 
@@ -64,60 +71,37 @@ static void pic_init(void)
     outb(0x21, IRQ_BASE); outb(0xa1, IRQ_BASE + 8);
     outb(0x21, 0x04); outb(0xa1, 0x02);           /* ICW3 */
     outb(0x21, 0x01); outb(0xa1, 0x01);           /* ICW4: 8086 mode */
-    outb(0x21, 0xff & ~(1 << 2));                 /* only the cascade on the master */
-    outb(0xa1, 0xff & ~(1 << (IRQ - 8)));         /* and our IRQ on the slave */
+    outb(0x21, 0xff & ~(1 << 2));                 /* all masked but the cascade */
+    outb(0xa1, 0xff);
 }
 
 int guest_trap(struct trap_frame *f)
 {
-    if (f->vector != IRQ_BASE + IRQ)
+    if (f->vector < IRQ_BASE + 8 || f->vector >= IRQ_BASE + 16)
         return 0;
-    u8 reasons = *isr;                            /* reading it deasserts INTx */
-    irqs++;
-    isr_queue += reasons & 1;
-    isr_config += (reasons >> 1) & 1;
+    for (int i = 0; i < ndevices; i++) {          /* a shared level: ask every device on it */
+        struct vdev *d = &devices[i];
+        if ((ulong)d->irq + IRQ_BASE != f->vector)
+            continue;
+        u8 reasons = *d->isr;                     /* reading it deasserts the device's INTx */
+        d->isr_queue += reasons & 1;
+        d->isr_config += (reasons >> 1) & 1;
+    }
     outb(0xa0, 0x20);                             /* EOI: slave, then master */
     outb(0x20, 0x20);
     return 1;
 }
 
-static void wait_for_irq(int before)
+static void setup_bar_and_structures(struct vdev *d, int index)
 {
-    for (int spin = 0; irqs == before && spin < 1000; spin++)
-        __asm__ volatile("sti; hlt; cli" ::: "memory");
-}
-
-/* Until the device has used the buffer: it may complete later than the notification (QEMU's
- * rng backend answers from its main loop), and an older interrupt may come first. */
-static void wait_for_used(u16 old, int queue_irqs)
-{
-    for (int spin = 0; (*(volatile u16 *)&used.idx == old || isr_queue == queue_irqs) && spin < 1000; spin++)
-        __asm__ volatile("sti; hlt; cli" ::: "memory");
-}
-
-static int find_virtio(int *type)
-{
-    for (int dev = 0; dev < 32; dev++) {
-        u32 id = cfg_read32(dev, 0);
-        if ((id & 0xffff) != 0x1af4)
-            continue;
-        u16 did = id >> 16;
-        *type = did >= 0x1040 ? did - 0x1040 : (int)(cfg_read32(dev, 0x2c) >> 16);
-        kprintf("00:%02x.0 virtio vendor 1af4, device type %d (%s)\n", dev, *type,
-                *type == 4 ? "entropy" : "other");
-        return dev;
-    }
-    return -1;
-}
-
-static void map_bar_and_find_structures(int dev)
-{
+    int dev = d->slot;
+    ulong bar = BAR_BASE + (ulong)index * 0x4000;
     cfg_write32(dev, 0x20, 0xffffffff);           /* BAR 4, 64-bit: size it */
     cfg_write32(dev, 0x24, 0xffffffff);
     u32 lo = cfg_read32(dev, 0x20);
     u32 size = ~(lo & ~0xfu) + 1;
     kprintf("BAR 4: %s memory, %u KiB\n", (lo & 6) == 4 ? "64-bit" : "32-bit", size >> 10);
-    cfg_write32(dev, 0x20, (u32)BAR_ADDRESS);
+    cfg_write32(dev, 0x20, (u32)bar);
     cfg_write32(dev, 0x24, 0);
     cfg_write32(dev, 0x04, cfg_read32(dev, 0x04) | 0x6);   /* memory space, bus master */
 
@@ -125,111 +109,215 @@ static void map_bar_and_find_structures(int dev)
     for (int p = cfg_read8(dev, 0x34); p; p = cfg_read8(dev, p + 1)) {
         if (cfg_read8(dev, p) != 0x09)            /* vendor-specific */
             continue;
-        int type = cfg_read8(dev, p + 3), bar = cfg_read8(dev, p + 4);
-        u32 offset = cfg_read32(dev, p + 8);
-        volatile u8 *where = (volatile u8 *)(BAR_ADDRESS + offset);
+        int type = cfg_read8(dev, p + 3), which_bar = cfg_read8(dev, p + 4);
+        volatile u8 *where = (volatile u8 *)(bar + cfg_read32(dev, p + 8));
         static const char *const names[] = {"?", "common", "notify", "isr", "device", "pci-cfg"};
         kprintf(" %s", type <= 5 ? names[type] : "?");
-        if (bar != 4)
+        if (which_bar != 4)
             continue;
-        if (type == 1) common = where;
-        if (type == 2) { notify = where; notify_multiplier = cfg_read32(dev, p + 16); }
-        if (type == 3) isr = where;
+        if (type == 1) d->common = where;
+        if (type == 2) { d->notify = where; d->notify_multiplier = cfg_read32(dev, p + 16); }
+        if (type == 3) d->isr = where;
+        if (type == 4) d->config = where;
     }
     kputs("\n");
 }
 
-static int initialize(void)
+static void route_interrupt(struct vdev *d, int irq)
 {
-    COMMON8(0x14) = 0;                            /* reset */
-    COMMON8(0x14) = ACKNOWLEDGE;
-    COMMON8(0x14) = ACKNOWLEDGE | DRIVER;
-    COMMON32(0x00) = 1;                           /* device_feature_select: bits 32-63 */
-    int version_1 = COMMON32(0x04) & 1;
-    COMMON32(0x08) = 0; COMMON32(0x0c) = 0;       /* no bits 0-31 */
-    COMMON32(0x08) = 1; COMMON32(0x0c) = 1;       /* VIRTIO_F_VERSION_1 */
-    COMMON8(0x14) = ACKNOWLEDGE | DRIVER | FEATURES_OK;
-    int accepted = COMMON8(0x14) & FEATURES_OK;
-    COMMON16(0x16) = 0;                           /* queue_select */
-    int max = COMMON16(0x18);
-    COMMON16(0x18) = QUEUE_SIZE;
-    COMMON32(0x20) = (u32)(ulong)descs; COMMON32(0x24) = 0;
-    COMMON32(0x28) = (u32)(ulong)&avail; COMMON32(0x2c) = 0;
-    COMMON32(0x30) = (u32)(ulong)&used; COMMON32(0x34) = 0;
-    COMMON16(0x1c) = 1;                           /* queue_enable */
-    COMMON8(0x14) = ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK;
-    avail.idx = used.idx = 0;
+    int pin = cfg_read8(d->slot, 0x3d);           /* 1 = INTA# */
+    int pirq = (d->slot + pin - 2) & 3;           /* the i440FX board's swizzle */
+    cfg_write8(1, 0x60 + pirq, irq);              /* PIIX3 PIRQRC[pirq] = irq */
+    cfg_write8(d->slot, 0x3c, irq);               /* interrupt line: for the record */
+    outb(0x4d1, inb(0x4d1) | 1 << (irq - 8));     /* ELCR: level-triggered */
+    outb(0xa1, inb(0xa1) & ~(1 << (irq - 8)));    /* unmask at the slave */
+    d->irq = irq;
+    kprintf("INT%c# -> PIRQ%c -> IRQ %d (level)\n", 'A' + pin - 1, 'A' + pirq, irq);
+}
+
+static int initialize(struct vdev *d, u32 features_low)
+{
+    COMMON8(d, 0x14) = 0;                         /* reset */
+    COMMON8(d, 0x14) = ACKNOWLEDGE;
+    COMMON8(d, 0x14) = ACKNOWLEDGE | DRIVER;
+    COMMON32(d, 0x00) = 0;
+    u32 offered_low = COMMON32(d, 0x04);
+    COMMON32(d, 0x00) = 1;                        /* device_feature_select: bits 32-63 */
+    int version_1 = COMMON32(d, 0x04) & 1;
+    COMMON32(d, 0x08) = 0; COMMON32(d, 0x0c) = features_low & offered_low;
+    COMMON32(d, 0x08) = 1; COMMON32(d, 0x0c) = 1; /* VIRTIO_F_VERSION_1 */
+    COMMON8(d, 0x14) = ACKNOWLEDGE | DRIVER | FEATURES_OK;
+    int accepted = COMMON8(d, 0x14) & FEATURES_OK;
+    COMMON16(d, 0x16) = 0;                        /* queue_select */
+    int max = COMMON16(d, 0x18);
+    COMMON16(d, 0x18) = QUEUE_SIZE;
+    COMMON32(d, 0x20) = (u32)(ulong)d->descs; COMMON32(d, 0x24) = 0;
+    COMMON32(d, 0x28) = (u32)(ulong)&d->avail; COMMON32(d, 0x2c) = 0;
+    COMMON32(d, 0x30) = (u32)(ulong)&d->used; COMMON32(d, 0x34) = 0;
+    d->avail.idx = d->used.idx = 0;
+    COMMON16(d, 0x1c) = 1;                        /* queue_enable */
+    COMMON8(d, 0x14) = ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK;
     return version_1 && accepted && max >= QUEUE_SIZE;
 }
 
-static void offer(u32 len, u16 flags, u16 next)
+/* Offer descriptors 0..n-1 as one chain (each one's NEXT set by the caller) and notify. */
+static void offer(struct vdev *d)
 {
-    descs[0] = (struct desc){(u64)(ulong)buffer, len, flags, next};
-    avail.ring[avail.idx % QUEUE_SIZE] = 0;
+    d->avail.ring[d->avail.idx % QUEUE_SIZE] = 0;
     __asm__ volatile("" ::: "memory");
-    avail.idx++;
+    d->avail.idx++;
     __asm__ volatile("" ::: "memory");
-    *(volatile u16 *)(notify + COMMON16(0x1e) * notify_multiplier) = 0;
+    *(volatile u16 *)(d->notify + COMMON16(d, 0x1e) * d->notify_multiplier) = 0;
 }
 
-static void request(u32 len)
+/* Until the device has used the chain and interrupted: it may complete later than the
+ * notification (QEMU's rng backend answers from its main loop), and an older interrupt may
+ * come first. Returns the length the device reported. */
+static u32 wait_for_used(struct vdev *d, u16 old, int queue_irqs)
 {
-    for (u32 i = 0; i < sizeof(buffer); i++)
+    for (int spin = 0; (*(volatile u16 *)&d->used.idx == old || d->isr_queue == queue_irqs) && spin < 1000; spin++)
+        __asm__ volatile("sti; hlt; cli" ::: "memory");
+    return d->used.ring[(u16)(d->used.idx - 1) % QUEUE_SIZE].len;
+}
+
+static void describe(int slot, int type)
+{
+    kprintf("00:%02x.0 virtio vendor 1af4, device type %d (%s)\n", slot, type,
+            type == TYPE_RNG ? "entropy" : type == TYPE_BLK ? "block" : "other");
+}
+
+/* ---- the entropy device ---------------------------------------------------------------- */
+static void rng_request(struct vdev *d, u32 len)
+{
+    for (u32 i = 0; i < len; i++)
         buffer[i] = 0;
-    int before = isr_queue;
-    u16 old = used.idx;
-    offer(len, DESC_WRITE, 0);
-    wait_for_used(old, before);
+    int before = d->isr_queue;
+    u16 old = d->used.idx;
+    d->descs[0] = (struct desc){(u64)(ulong)buffer, len, DESC_WRITE, 0};
+    offer(d);
+    u32 got = wait_for_used(d, old, before);
     int varied = 0;
     for (u32 i = 1; i < len; i++)
         varied += buffer[i] != buffer[0];
-    kprintf("request of %u bytes: used idx %u, id %u, len %u, interrupt %s, bytes %s\n", len, used.idx,
-            used.ring[0].id, used.ring[(used.idx - 1) % QUEUE_SIZE].len, isr_queue > before ? "yes" : "no",
-            varied > (int)len / 2 ? "varied" : "NOT random");
-    if (used.ring[(used.idx - 1) % QUEUE_SIZE].len != len || isr_queue == before || varied <= (int)len / 2)
+    kprintf("request of %u bytes: used idx %u, id %u, len %u, interrupt %s, bytes %s\n", len, d->used.idx,
+            d->used.ring[0].id, got, d->isr_queue > before ? "yes" : "no", varied > (int)len / 2 ? "varied" : "NOT random");
+    if (got != len || d->isr_queue == before || varied <= (int)len / 2)
         fail("request");
 }
 
-static void route_interrupt(int dev)
+static void rng_checks(struct vdev *d)
 {
-    int pin = cfg_read8(dev, 0x3d);               /* 1 = INTA# */
-    int pirq = (dev + pin - 2) & 3;               /* the i440FX board's swizzle */
-    cfg_write8(1, 0x60 + pirq, IRQ);              /* PIIX3 PIRQRC[pirq] = IRQ */
-    cfg_write8(dev, 0x3c, IRQ);                   /* interrupt line: for the record */
-    outb(0x4d1, inb(0x4d1) | 1 << (IRQ - 8));     /* ELCR: level-triggered */
-    kprintf("INT%c# -> PIRQ%c -> IRQ %d (level)\n", 'A' + pin - 1, 'A' + pirq, IRQ);
+    if (!initialize(d, 0))
+        fail("feature negotiation or queue setup");
+    kprintf("status 0x%x after DRIVER_OK\n", COMMON8(d, 0x14));
+    rng_request(d, 64);
+    rng_request(d, 16);
+    int before = d->isr_config;
+    d->descs[0] = (struct desc){(u64)(ulong)buffer, 16, DESC_WRITE | DESC_NEXT, 0};   /* loops on itself */
+    offer(d);
+    for (int spin = 0; d->isr_config == before && spin < 1000; spin++)
+        __asm__ volatile("sti; hlt; cli" ::: "memory");
+    kprintf("a looping chain: status %s, configuration interrupt %s\n",
+            COMMON8(d, 0x14) & NEEDS_RESET ? "DEVICE_NEEDS_RESET" : "unchanged", d->isr_config > before ? "yes" : "no");
+    if (!(COMMON8(d, 0x14) & NEEDS_RESET) || d->isr_config == before)
+        fail("the looping chain");
+    COMMON8(d, 0x14) = 0;                         /* the driver's answer: a reset */
+}
+
+/* ---- the block device -------------------------------------------------------------------- */
+static struct { u32 type, reserved; u64 sector; } blk_header;
+static volatile u8 blk_status;
+
+static int blk_request(struct vdev *d, u32 type, u64 sector, u32 len, int device_writes)
+{
+    blk_header.type = type;
+    blk_header.reserved = 0;
+    blk_header.sector = sector;
+    blk_status = 0xff;
+    int n = 0;
+    d->descs[n] = (struct desc){(u64)(ulong)&blk_header, sizeof(blk_header), DESC_NEXT, 1}, n++;
+    if (len)
+        d->descs[n] = (struct desc){(u64)(ulong)buffer, len, (u16)(DESC_NEXT | (device_writes ? DESC_WRITE : 0)), 2}, n++;
+    d->descs[n] = (struct desc){(u64)(ulong)&blk_status, 1, DESC_WRITE, 0};
+    if (n == 1)
+        d->descs[0].next = 1;
+    int before = d->isr_queue;
+    u16 old = d->used.idx;
+    offer(d);
+    wait_for_used(d, old, before);
+    return blk_status;
+}
+
+static const char written_text[] = "written by the virtio64 guest";
+
+static void blk_checks(struct vdev *d, int wait)
+{
+    if (!initialize(d, BLK_F_FLUSH))
+        fail("feature negotiation or queue setup");
+    u64 capacity = *(volatile u32 *)d->config | (u64)*(volatile u32 *)(d->config + 4) << 32;
+    kprintf("capacity %lu sectors\n", (ulong)capacity);
+    int status = blk_request(d, BLK_T_IN, 0, 512, 1);
+    buffer[32] = 0;
+    kprintf("sector 0: status %d, \"%s\"\n", status, (const char *)buffer);
+    for (u32 i = 0; i < 512; i++)
+        buffer[i] = i < sizeof(written_text) ? (u8)written_text[i] : 0;
+    status = blk_request(d, BLK_T_OUT, 1, 512, 0);
+    int flushed = blk_request(d, BLK_T_FLUSH, 0, 0, 0);
+    kprintf("sector 1 written: status %d, flushed: status %d\n", status, flushed);
+    if (status || flushed)
+        fail("write and flush");
+    if (wait) {
+        kputs("waiting\n");                       /* a test kills emu now: the data is in the file */
+        for (;;)
+            __asm__ volatile("sti; hlt" ::: "memory");
+    }
+}
+
+static int has_word(const char *s, const char *word)
+{
+    for (; *s; s++) {
+        int i = 0;
+        while (word[i] && s[i] == word[i])
+            i++;
+        if (!word[i] && (s[i] == 0 || s[i] == ' '))
+            return 1;
+    }
+    return 0;
 }
 
 int guest_main(u32 magic, struct multiboot_info *mbi)
 {
-    (void)magic; (void)mbi;
-    kputs("virtio: a virtio 1.x driver over PCI (entropy device)\n");
+    (void)magic;
+    int wait = (mbi->flags & MB_INFO_CMDLINE) && has_word((const char *)(ulong)mbi->cmdline, "wait");
+    kputs("virtio: a virtio 1.x driver over PCI\n");
     pic_init();
-    int type, dev = find_virtio(&type);
-    if (dev < 0 || type != 4) {
-        kputs("no virtio entropy device (run with -device virtio-rng-pci)\n");
+    for (int slot = 0; slot < 32 && ndevices < 2; slot++) {
+        u32 id = cfg_read32(slot, 0);
+        if ((id & 0xffff) != 0x1af4)
+            continue;
+        u16 did = id >> 16;
+        struct vdev *d = &devices[ndevices];
+        d->slot = slot;
+        d->type = did >= 0x1040 ? did - 0x1040 : (int)(cfg_read32(slot, 0x2c) >> 16);
+        describe(slot, d->type);
+        setup_bar_and_structures(d, ndevices);
+        if (!d->common || !d->notify || !d->isr) {
+            fail("structures");
+            return 3;
+        }
+        route_interrupt(d, 11 - ndevices);
+        ndevices++;
+    }
+    if (!ndevices) {
+        kputs("no virtio device (run with -device virtio-rng-pci or -drive file=IMG,if=virtio)\n");
         return 3;
     }
-    map_bar_and_find_structures(dev);
-    if (!common || !notify || !isr) {
-        fail("structures");
-        return 3;
+    for (int i = 0; i < ndevices; i++) {
+        if (devices[i].type == TYPE_RNG)
+            rng_checks(&devices[i]);
+        else if (devices[i].type == TYPE_BLK)
+            blk_checks(&devices[i], wait);
     }
-    route_interrupt(dev);
-    if (!initialize())
-        fail("feature negotiation or queue setup");
-    kprintf("status 0x%x after DRIVER_OK\n", COMMON8(0x14));
-    request(64);
-    request(16);
-
-    int before = irqs;
-    offer(16, DESC_WRITE | DESC_NEXT, 0);         /* a chain that loops on itself */
-    wait_for_irq(before);
-    kprintf("a looping chain: status %s, configuration interrupt %s\n",
-            COMMON8(0x14) & NEEDS_RESET ? "DEVICE_NEEDS_RESET" : "unchanged", isr_config ? "yes" : "no");
-    if (!(COMMON8(0x14) & NEEDS_RESET) || !isr_config)
-        fail("the looping chain");
-    COMMON8(0x14) = 0;                            /* the driver's answer: a reset */
     kprintf(failures ? "virtio: FAILED, %d checks wrong\n" : "virtio: all checks passed\n", failures);
     return failures ? 3 : 0;
 }
