@@ -40,6 +40,9 @@ from .devices.debug_exit import DebugExit
 from .devices.pci import I440fxHostBridge, PciHost, Piix3IsaBridge
 from .devices.virtio.pci import VirtioPci
 from .devices.virtio.blk import VirtioBlk
+from .devices.virtio.device import VirtioDevice
+from .devices.virtio.mmio import WINDOW as MMIO_WINDOW
+from .devices.virtio.mmio import VirtioMmio
 from .devices.virtio.rng import VirtioRng
 from .devices.pic import Pic8259Pair
 from .devices.pit import Pit8254
@@ -83,6 +86,10 @@ class MachineConfig:
     icount_shift: int = 3  # deterministic: 2**shift ns of guest time per instruction
     devices: list[str] = field(default_factory=list)  # -device DRIVER[,...]: PCI devices from slot 2 up
     virtio_drives: list[tuple[Path, bool]] = field(default_factory=list)  # -drive if=virtio: (image, read-only)
+
+
+MMIO_BASE = 0xFEB0_0000  # virtio-mmio windows, 4 KiB apart, below the IOAPIC's page
+MMIO_IRQS = (5, 9, 10, 15)  # ISA IRQs no legacy device of this PC uses
 
 
 class Kicker(threading.Thread):
@@ -180,7 +187,7 @@ class Machine:
         self.buses = Buses()
         self._build_devices()
         self.vcpu = self.accel.create_vcpu(0, self.buses)
-        if self.virtio and hasattr(self.vcpu, "install_block_hook"):
+        if (self.virtio or self.virtio_mmio) and hasattr(self.vcpu, "install_block_hook"):
             self.vcpu.install_block_hook()  # tcg: MMIO devices interrupt through a safe stop (see TcgVCpu.kick)
         self.pic.master.on_output = self._intr_changed
         self._in_guest = False
@@ -192,7 +199,8 @@ class Machine:
             state = self.firmware.reset_state()
         else:
             name = cfg.display_name or str(cfg.kernel)
-            state = multiboot.boot(cfg.kernel, name, self.memory, cfg.append, cfg.modules)
+            append = " ".join([cfg.append, *self.kernel_parameters]).strip()
+            state = multiboot.boot(cfg.kernel, name, self.memory, append, cfg.modules)
         self.vcpu.set_state(state)
 
     # devices ---------------------------------------------------------------------------------
@@ -210,7 +218,7 @@ class Machine:
             self.rtc.wall_ns = lambda: DETERMINISTIC_EPOCH_NS + clock.now_ns()
         self.rtc.set_memory_size(self.memory.size, self.memory.layout.below_4g_size)
         ports.register(0x70, 2, self.rtc, "rtc")
-        self.stdout = FdSink()
+        self.stdout = FdSink(on_closed=lambda: self.request_exit(141))  # 128 + SIGPIPE, as a shell reports it
         self.uart = Uart16550(self.pic.line(COM1_IRQ), sink=self.stdout)
         ports.register(COM1_BASE, 8, _TerminalFeed(self.uart, self), "com1")
         self.vga: VgaText | None = None
@@ -235,7 +243,18 @@ class Machine:
         self.virtio: list[VirtioPci] = []
         self.disks: list[DiskImage] = []
         functions = [self._virtio_disk(path, readonly) for path, readonly in self.config.virtio_drives]
-        functions += [self._pci_device(spec) for spec in self.config.devices]
+        functions += [self._pci_device(spec) for spec in self.config.devices if not spec.endswith("-device")]
+        # virtio-mmio devices: fixed windows and ISA IRQs, announced on the kernel command line
+        self.virtio_mmio: list[VirtioMmio] = []
+        self.kernel_parameters: list[str] = []
+        for spec in (s for s in self.config.devices if s.endswith("-device")):
+            if len(self.virtio_mmio) == len(MMIO_IRQS):
+                raise EmuError(f"-device {spec}: at most {len(MMIO_IRQS)} virtio-mmio devices")
+            base, irq = MMIO_BASE + 0x1000 * len(self.virtio_mmio), MMIO_IRQS[len(self.virtio_mmio)]
+            device = VirtioMmio(self._virtio_device(spec), self.pic.line(irq))
+            self.buses.mmio.register(base, MMIO_WINDOW, device, f"virtio-mmio {spec}")
+            self.virtio_mmio.append(device)
+            self.kernel_parameters.append(f"virtio_mmio.device={MMIO_WINDOW}@{base:#x}:{irq}")
         for slot, function in enumerate(functions, start=2):  # 00:02.0 on, as under `qemu -nodefaults`
             self.pci.attach(slot, 0, function)
             self.isa_bridge.connect(slot, function)
@@ -249,12 +268,15 @@ class Machine:
         return VirtioPci(device=VirtioBlk(self.memory, disk=disk))
 
     def _pci_device(self, spec: str) -> VirtioPci:
+        return VirtioPci(device=self._virtio_device(spec))
+
+    def _virtio_device(self, spec: str) -> VirtioDevice:
         driver, *options = spec.split(",")
         if options:
             raise EmuError(f"-device {spec}: options are not supported yet")
-        if driver == "virtio-rng-pci":
-            return VirtioPci(device=VirtioRng(self.memory))
-        raise EmuError(f"-device {driver}: emu has no such device (it has: virtio-rng-pci)")
+        if driver in ("virtio-rng-pci", "virtio-rng-device"):
+            return VirtioRng(self.memory)
+        raise EmuError(f"-device {driver}: emu has no such device (it has: virtio-rng-pci, virtio-rng-device)")
 
     def _intr_changed(self, level: bool) -> None:
         """The PIC's INTR output changed. Raised during a port access the vCPU is serving:

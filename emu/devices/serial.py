@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -82,19 +83,29 @@ class FdSink:
 
     fd: int = 1
     limit: int = 4096  # flush a line this long even without a newline
+    on_closed: Callable[[], None] | None = None  # the reader went away (EPIPE): the machine ends the run
     _buffer: bytearray = field(default_factory=bytearray, repr=False)
+    closed: bool = False
 
     def write(self, data: bytes) -> None:
+        if self.closed:
+            return
         self._buffer += data
         if b"\n" in data or len(self._buffer) >= self.limit:
             self.flush()
 
     def flush(self) -> None:
-        while self._buffer:
+        while self._buffer and not self.closed:
             try:
                 n = os.write(self.fd, self._buffer)
             except BlockingIOError:
                 return  # keep the rest for the next flush
+            except BrokenPipeError:  # `emu ... | head`: nobody reads the console any more
+                self.closed = True
+                self._buffer.clear()
+                if self.on_closed is not None:
+                    self.on_closed()
+                return
             del self._buffer[:n]
 
 
