@@ -39,6 +39,7 @@ from .devices.bus import Buses
 from .devices.debug_exit import DebugExit
 from .devices.pci import I440fxHostBridge, PciHost, Piix3IsaBridge
 from .devices.virtio.pci import VirtioPci
+from .devices.virtio.balloon import VirtioBalloon
 from .devices.virtio.blk import VirtioBlk
 from .devices.virtio.device import VirtioDevice
 from .devices.virtio.mmio import WINDOW as MMIO_WINDOW
@@ -276,7 +277,10 @@ class Machine:
             raise EmuError(f"-device {spec}: options are not supported yet")
         if driver in ("virtio-rng-pci", "virtio-rng-device"):
             return VirtioRng(self.memory)
-        raise EmuError(f"-device {driver}: emu has no such device (it has: virtio-rng-pci, virtio-rng-device)")
+        if driver in ("virtio-balloon-pci", "virtio-balloon-device"):
+            return VirtioBalloon(self.memory)
+        raise EmuError(f"-device {driver}: emu has no such device (it has: virtio-rng-pci, virtio-rng-device, "
+                       "virtio-balloon-pci, virtio-balloon-device)")  # fmt: skip
 
     def _intr_changed(self, level: bool) -> None:
         """The PIC's INTR output changed. Raised during a port access the vCPU is serving:

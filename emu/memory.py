@@ -428,6 +428,17 @@ class GuestMemory:
         return PageWalkerView(self)
 
     # host side ---------------------------------------------------------------------------------
+    def give_back(self, address: int, length: int) -> None:
+        """Return the host memory behind guest-physical [address, address+length) to the host
+        (madvise MADV_DONTNEED, whole 4 KiB pages): a balloon's inflated pages. The guest then
+        reads zeros there, and the host allocates again on the next touch."""
+        start = self._index(address, length)
+        if start % PAGE_SIZE or length % PAGE_SIZE:
+            raise GuestMemoryError(f"give_back {address:#x}+{length:#x}: not whole 4 KiB pages")
+        self.buffer.madvise(mmap.MADV_DONTNEED, start, length)
+        for listener in self._write_listeners:  # the bytes changed under the CPU (tcg drops code)
+            listener(address, length)
+
     def usage(self) -> BackingUsage:
         """Measure what backs the mapping now (/proc/self/smaps): see BackingUsage."""
         fields = read_smaps(self._map_address, self._map_address + len(self.buffer))

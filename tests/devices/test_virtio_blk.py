@@ -157,3 +157,14 @@ def test_an_acknowledged_write_survives_sigterm(accel: str, tmp_path: Path) -> N
         proc.kill()
         proc.wait()
     assert path.read_bytes()[512:541] == b"written by the virtio64 guest"
+
+
+@pytest.mark.parametrize(("kind", "data_out", "data_in"), [(T_IN, b"x" * 512, 0), (T_OUT, b"", 512)])
+def test_data_buffers_the_wrong_way_round_need_reset(blk, kind: int, data_out: bytes, data_in: int, capfd) -> None:
+    _, driver, path = blk
+    before = path.read_bytes()
+    driver.m.memory.write(HEADER, struct.pack("<IIQ", kind, 0, 1) + data_out)
+    chain = [(HEADER, 16 + len(data_out), 0)] + ([(DATA, data_in, DESC_F_WRITE)] if data_in else [])
+    driver.submit([*chain, (STATUS, 1, DESC_F_WRITE)])
+    assert driver.common_read(0x14, 1) & DEVICE_NEEDS_RESET and "the wrong way round" in capfd.readouterr().err
+    assert path.read_bytes() == before

@@ -98,3 +98,13 @@ def test_the_virtio64_guest_notifies_exactly_three_times(accel: str, capfd) -> N
     finally:
         m.close()
     assert "all checks passed" in capfd.readouterr().out
+
+
+def test_a_device_readable_buffer_for_random_bytes_needs_reset(machine: Machine, capfd) -> None:
+    driver = Driver(machine)
+    driver.probe()
+    driver.initialize()
+    machine.memory.write(DESC, struct.pack("<QIHH", BUFFER, 16, 0, 0))  # readable: the wrong way round
+    machine.memory.write(AVAIL, struct.pack("<HHH", 0, 1, 0))
+    driver.mmio.write(driver.notify, 2, 0)
+    assert driver.common_read(0x14, 1) & DEVICE_NEEDS_RESET and "device-readable buffer" in capfd.readouterr().err

@@ -88,6 +88,9 @@ class VirtioBlk(VirtioDevice):
         kind, _, sector = _HEADER.unpack(chain.read(self.memory, _HEADER.size))
         data_in = chain.writable_length - 1  # bytes for the driver, before the status byte
         data_out = chain.readable_length - _HEADER.size  # bytes from the driver, after the header
+        if (kind == T_IN and data_out) or (kind in (T_OUT, T_DISCARD) and data_in):
+            raise ChainError(f"request type {kind} with data buffers the wrong way round "
+                             f"({data_out} bytes to read, {data_in} to write; head {chain.head})")  # fmt: skip
         status, written = S_OK, 0
         try:
             if kind == T_IN:

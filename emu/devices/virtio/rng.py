@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 
 from .device import VirtioDevice
-from .queue import Virtqueue
+from .queue import ChainError, Virtqueue
 
 MAX_REQUEST = 64 * 1024  # bytes served per chain: larger buffers are filled in part
 
@@ -25,6 +25,8 @@ class VirtioRng(VirtioDevice):
 
     def handle(self, index: int, queue: Virtqueue) -> None:
         while (chain := queue.pop()) is not None:
+            if chain.readable:
+                raise ChainError("a device-readable buffer in a request for random bytes, which the device only writes")
             n = min(chain.writable_length, MAX_REQUEST)
             written = chain.write(self.memory, os.getrandom(n)) if n else 0
             self.complete(index, queue, chain, written)
