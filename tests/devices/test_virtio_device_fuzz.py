@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from emu.devices.disk import DiskImage
 from emu.devices.virtio.balloon import VirtioBalloon
 from emu.devices.virtio.blk import VirtioBlk
-from emu.devices.virtio.device import ACKNOWLEDGE, DEVICE_NEEDS_RESET, DRIVER, DRIVER_OK, FEATURES_OK, F_VERSION_1
+from emu.devices.virtio.device import ACKNOWLEDGE, DEVICE_NEEDS_RESET, DRIVER, DRIVER_OK, F_VERSION_1, FEATURES_OK
 from emu.devices.virtio.rng import VirtioRng
 from emu.memory import GuestMemory
 
