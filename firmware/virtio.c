@@ -12,6 +12,8 @@
  *      ELCR, unmask the IRQ at the 8259s;
  *   6. offer buffers, notify, sleep until the used ring moves and the interrupt came, read the
  *      ISR (which deasserts INTx).
+ * virtio-mmio (§4.2) devices are found from the command line (virtio_mmio.device=, as Linux
+ * finds them) and driven through their register window the same way.
  * Entropy device (virtio-rng): two requests, then a descriptor chain that loops, which the
  * device must refuse by setting DEVICE_NEEDS_RESET (with a configuration interrupt); then a
  * reset. Block device (virtio-blk): the capacity, sector 0 read, sector 1 written and flushed;
@@ -46,6 +48,7 @@ static void cfg_write8(int dev, int reg, u8 v) { outl(0xcf8, cfg_address(dev, re
 struct desc { u64 addr; u32 len; u16 flags, next; };
 struct vdev {
     int slot, type, irq;
+    volatile u8 *mmio;                            /* virtio-mmio: the register window (else PCI) */
     volatile u8 *common, *isr, *notify, *config;
     u32 notify_multiplier;
     struct desc descs[QUEUE_SIZE] __attribute__((aligned(16)));
@@ -54,7 +57,7 @@ struct vdev {
         __attribute__((aligned(4)));
     volatile int isr_queue, isr_config;
 };
-static struct vdev devices[2] __attribute__((aligned(16)));
+static struct vdev devices[4] __attribute__((aligned(16)));
 static int ndevices;
 static u8 buffer[1024];
 static int failures;
@@ -62,6 +65,11 @@ static int failures;
 #define COMMON8(d, o) (*(volatile u8 *)((d)->common + (o)))
 #define COMMON16(d, o) (*(volatile u16 *)((d)->common + (o)))
 #define COMMON32(d, o) (*(volatile u32 *)((d)->common + (o)))
+#define MMIO32(d, o) (*(volatile u32 *)((d)->mmio + (o)))
+
+/* The device status register, wherever the transport keeps it. */
+static u8 status_read(struct vdev *d) { return d->mmio ? (u8)MMIO32(d, 0x70) : COMMON8(d, 0x14); }
+static void status_write(struct vdev *d, u8 v) { if (d->mmio) MMIO32(d, 0x70) = v; else COMMON8(d, 0x14) = v; }
 
 static void fail(const char *what) { kprintf("  <-- FAILED: %s\n", what); failures++; }
 
@@ -77,17 +85,24 @@ static void pic_init(void)
 
 int guest_trap(struct trap_frame *f)
 {
-    if (f->vector < IRQ_BASE + 8 || f->vector >= IRQ_BASE + 16)
+    if (f->vector < IRQ_BASE || f->vector >= IRQ_BASE + 16)
         return 0;
     for (int i = 0; i < ndevices; i++) {          /* a shared level: ask every device on it */
         struct vdev *d = &devices[i];
         if ((ulong)d->irq + IRQ_BASE != f->vector)
             continue;
-        u8 reasons = *d->isr;                     /* reading it deasserts the device's INTx */
+        u8 reasons;
+        if (d->mmio) {
+            reasons = (u8)MMIO32(d, 0x60);        /* InterruptStatus, then InterruptACK: the line drops */
+            MMIO32(d, 0x64) = reasons;
+        } else {
+            reasons = *d->isr;                    /* reading it deasserts the device's INTx */
+        }
         d->isr_queue += reasons & 1;
         d->isr_config += (reasons >> 1) & 1;
     }
-    outb(0xa0, 0x20);                             /* EOI: slave, then master */
+    if (f->vector >= IRQ_BASE + 8)
+        outb(0xa0, 0x20);                         /* EOI: slave, then master */
     outb(0x20, 0x20);
     return 1;
 }
@@ -135,8 +150,32 @@ static void route_interrupt(struct vdev *d, int irq)
     kprintf("INT%c# -> PIRQ%c -> IRQ %d (level)\n", 'A' + pin - 1, 'A' + pirq, irq);
 }
 
+static int initialize_mmio(struct vdev *d)
+{
+    MMIO32(d, 0x70) = 0;                          /* reset */
+    MMIO32(d, 0x70) = ACKNOWLEDGE | DRIVER;
+    MMIO32(d, 0x14) = 1;                          /* DeviceFeaturesSel: bits 32-63 */
+    int version_1 = MMIO32(d, 0x10) & 1;
+    MMIO32(d, 0x24) = 0; MMIO32(d, 0x20) = 0;
+    MMIO32(d, 0x24) = 1; MMIO32(d, 0x20) = 1;     /* VIRTIO_F_VERSION_1 */
+    MMIO32(d, 0x70) = ACKNOWLEDGE | DRIVER | FEATURES_OK;
+    int accepted = MMIO32(d, 0x70) & FEATURES_OK;
+    MMIO32(d, 0x30) = 0;                          /* QueueSel */
+    int max = MMIO32(d, 0x34);
+    MMIO32(d, 0x38) = QUEUE_SIZE;
+    MMIO32(d, 0x80) = (u32)(ulong)d->descs; MMIO32(d, 0x84) = 0;
+    MMIO32(d, 0x90) = (u32)(ulong)&d->avail; MMIO32(d, 0x94) = 0;
+    MMIO32(d, 0xa0) = (u32)(ulong)&d->used; MMIO32(d, 0xa4) = 0;
+    d->avail.idx = d->used.idx = 0;
+    MMIO32(d, 0x44) = 1;                          /* QueueReady */
+    MMIO32(d, 0x70) = ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK;
+    return version_1 && accepted && max >= QUEUE_SIZE;
+}
+
 static int initialize(struct vdev *d, u32 features_low)
 {
+    if (d->mmio)
+        return initialize_mmio(d);
     COMMON8(d, 0x14) = 0;                         /* reset */
     COMMON8(d, 0x14) = ACKNOWLEDGE;
     COMMON8(d, 0x14) = ACKNOWLEDGE | DRIVER;
@@ -167,7 +206,10 @@ static void offer(struct vdev *d)
     __asm__ volatile("" ::: "memory");
     d->avail.idx++;
     __asm__ volatile("" ::: "memory");
-    *(volatile u16 *)(d->notify + COMMON16(d, 0x1e) * d->notify_multiplier) = 0;
+    if (d->mmio)
+        MMIO32(d, 0x50) = 0;                      /* QueueNotify */
+    else
+        *(volatile u16 *)(d->notify + COMMON16(d, 0x1e) * d->notify_multiplier) = 0;
 }
 
 /* Until the device has used the chain and interrupted: it may complete later than the
@@ -209,7 +251,7 @@ static void rng_checks(struct vdev *d)
 {
     if (!initialize(d, 0))
         fail("feature negotiation or queue setup");
-    kprintf("status 0x%x after DRIVER_OK\n", COMMON8(d, 0x14));
+    kprintf("status 0x%x after DRIVER_OK\n", status_read(d));
     rng_request(d, 64);
     rng_request(d, 16);
     int before = d->isr_config;
@@ -218,10 +260,10 @@ static void rng_checks(struct vdev *d)
     for (int spin = 0; d->isr_config == before && spin < 1000; spin++)
         __asm__ volatile("sti; hlt; cli" ::: "memory");
     kprintf("a looping chain: status %s, configuration interrupt %s\n",
-            COMMON8(d, 0x14) & NEEDS_RESET ? "DEVICE_NEEDS_RESET" : "unchanged", d->isr_config > before ? "yes" : "no");
-    if (!(COMMON8(d, 0x14) & NEEDS_RESET) || d->isr_config == before)
+            status_read(d) & NEEDS_RESET ? "DEVICE_NEEDS_RESET" : "unchanged", d->isr_config > before ? "yes" : "no");
+    if (!(status_read(d) & NEEDS_RESET) || d->isr_config == before)
         fail("the looping chain");
-    COMMON8(d, 0x14) = 0;                         /* the driver's answer: a reset */
+    status_write(d, 0);                           /* the driver's answer: a reset */
 }
 
 /* ---- the block device -------------------------------------------------------------------- */
@@ -273,6 +315,66 @@ static void blk_checks(struct vdev *d, int wait)
     }
 }
 
+/* virtio-mmio devices are not discoverable: the command line names them, as Linux's
+ * virtio_mmio.device=<size>@<base>:<irq> (drivers/virtio/virtio_mmio.c). Their windows lie
+ * near 4 GiB, outside the 1 GiB the runtime maps: map the top GiB with 2 MiB pages (PCD). */
+extern u64 pdpt[512];
+static u64 top_dir[512] __attribute__((aligned(4096)));
+
+static void map_top_gib(void)
+{
+    for (int i = 0; i < 512; i++)
+        top_dir[i] = (0xC0000000ul + (ulong)i * 0x200000ul) | 0x93;   /* P | RW | PCD | PS */
+    pdpt[3] = (ulong)top_dir | 0x3;
+    write_cr3(read_cr3());
+}
+
+static ulong parse_number(const char **p)
+{
+    ulong v = 0;
+    int base = 10;
+    if ((*p)[0] == '0' && (*p)[1] == 'x')
+        base = 16, *p += 2;
+    for (;; (*p)++) {
+        char c = **p;
+        int digit = c >= '0' && c <= '9' ? c - '0' : base == 16 && c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (digit < 0)
+            return v;
+        v = v * base + digit;
+    }
+}
+
+static void find_mmio_devices(const char *cmdline)
+{
+    static const char key[] = "virtio_mmio.device=";
+    for (const char *s = cmdline; *s && ndevices < 4; s++) {
+        int i = 0;
+        while (key[i] && s[i] == key[i])
+            i++;
+        if (key[i])
+            continue;
+        const char *p = s + i;
+        parse_number(&p);                         /* the window's size */
+        if (*p++ != '@')
+            continue;
+        ulong base = parse_number(&p);
+        if (*p++ != ':')
+            continue;
+        int irq = (int)parse_number(&p);
+        if (!pdpt[3])
+            map_top_gib();
+        struct vdev *d = &devices[ndevices];
+        d->mmio = (volatile u8 *)base;
+        d->type = (int)MMIO32(d, 0x08);
+        kprintf("mmio 0x%lx: magic %s, version %u, device type %d (%s), IRQ %d\n", base,
+                MMIO32(d, 0x00) == 0x74726976 ? "ok" : "WRONG", MMIO32(d, 0x04), d->type,
+                d->type == TYPE_RNG ? "entropy" : d->type == TYPE_BLK ? "block" : "other", irq);
+        d->irq = irq;
+        outb(irq < 8 ? 0x21 : 0xa1, inb(irq < 8 ? 0x21 : 0xa1) & ~(1 << (irq & 7)));   /* edge: the default */
+        ndevices++;
+    }
+}
+
 static int has_word(const char *s, const char *word)
 {
     for (; *s; s++) {
@@ -291,7 +393,7 @@ int guest_main(u32 magic, struct multiboot_info *mbi)
     int wait = (mbi->flags & MB_INFO_CMDLINE) && has_word((const char *)(ulong)mbi->cmdline, "wait");
     kputs("virtio: a virtio 1.x driver over PCI\n");
     pic_init();
-    for (int slot = 0; slot < 32 && ndevices < 2; slot++) {
+    for (int slot = 0; slot < 32 && ndevices < 2; slot++) {   /* PCI devices first */
         u32 id = cfg_read32(slot, 0);
         if ((id & 0xffff) != 0x1af4)
             continue;
@@ -308,6 +410,8 @@ int guest_main(u32 magic, struct multiboot_info *mbi)
         route_interrupt(d, 11 - ndevices);
         ndevices++;
     }
+    if (mbi->flags & MB_INFO_CMDLINE)
+        find_mmio_devices((const char *)(ulong)mbi->cmdline);
     if (!ndevices) {
         kputs("no virtio device (run with -device virtio-rng-pci or -drive file=IMG,if=virtio)\n");
         return 3;

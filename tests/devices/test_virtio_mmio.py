@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from guestenv import ACCELS, requires_kvm
 
 from emu.devices.virtio.device import ACKNOWLEDGE, DRIVER, DRIVER_OK, FEATURES_OK
 from emu.devices.virtio.queue import DESC_F_WRITE
@@ -83,3 +84,27 @@ def test_a_closed_stdout_ends_the_run_without_a_traceback() -> None:
                           check=False)  # fmt: skip
     assert proc.stdout == "irqs64: long mode\n" and "Traceback" not in proc.stderr
     assert proc.returncode == 141
+
+
+def _virtio64(accel: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "emu", "--accel", accel, "-device", "virtio-rng-pci", "-device",
+                           "virtio-rng-device", str(ROOT / "firmware" / "build" / "virtio64.elf")],
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("accel", ACCELS)
+def test_the_virtio64_guest_drives_an_entropy_device_over_pci_and_one_over_mmio(accel: str) -> None:
+    """It finds the MMIO one from its kernel command line, as Linux does, maps the window (near
+    4 GiB) and runs the same checks through the MMIO registers, with IRQ 5 edge-triggered."""
+    result = _virtio64(accel)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "mmio 0xfeb00000: magic ok, version 2, device type 4 (entropy), IRQ 5\n" in result.stdout
+    assert result.stdout.count("request of 64 bytes: used idx 1, id 0, len 64, interrupt yes, bytes varied") == 2
+    assert result.stdout.count("a looping chain: status DEVICE_NEEDS_RESET, configuration interrupt yes") == 2
+    assert result.stdout.endswith("virtio: all checks passed\n")
+
+
+@requires_kvm
+@pytest.mark.kvm
+def test_tcg_and_kvm_print_the_same_transcript() -> None:
+    assert _virtio64("tcg").stdout == _virtio64("kvm").stdout
