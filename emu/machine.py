@@ -41,6 +41,7 @@ from .devices.pci import I440fxHostBridge, PciHost, Piix3IsaBridge
 from .devices.virtio.pci import VirtioPci
 from .devices.virtio.balloon import VirtioBalloon
 from .devices.virtio.blk import VirtioBlk
+from .devices.virtio.console import VirtioConsole
 from .devices.virtio.device import VirtioDevice
 from .devices.virtio.mmio import WINDOW as MMIO_WINDOW
 from .devices.virtio.mmio import VirtioMmio
@@ -279,8 +280,10 @@ class Machine:
             return VirtioRng(self.memory)
         if driver in ("virtio-balloon-pci", "virtio-balloon-device"):
             return VirtioBalloon(self.memory)
+        if driver in ("virtio-console-pci", "virtio-console-device"):  # one port, on the terminal
+            return VirtioConsole(self.memory, sink=self.stdout)
         raise EmuError(f"-device {driver}: emu has no such device (it has: virtio-rng-pci, virtio-rng-device, "
-                       "virtio-balloon-pci, virtio-balloon-device)")  # fmt: skip
+                       "virtio-balloon-pci, virtio-balloon-device, virtio-console-pci, virtio-console-device)")  # fmt: skip
 
     def _intr_changed(self, level: bool) -> None:
         """The PIC's INTR output changed. Raised during a port access the vCPU is serving:

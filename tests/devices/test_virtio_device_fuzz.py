@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from emu.devices.disk import DiskImage
 from emu.devices.virtio.balloon import VirtioBalloon
 from emu.devices.virtio.blk import VirtioBlk
+from emu.devices.virtio.console import VirtioConsole
 from emu.devices.virtio.device import ACKNOWLEDGE, DEVICE_NEEDS_RESET, DRIVER, DRIVER_OK, F_VERSION_1, FEATURES_OK
 from emu.devices.virtio.rng import VirtioRng
 from emu.memory import GuestMemory
@@ -46,7 +47,17 @@ def make(kind: str, memory: GuestMemory, disk: DiskImage):
         return VirtioRng(memory)
     if kind == "blk":
         return VirtioBlk(memory, disk=disk)
+    if kind == "console":
+        return VirtioConsole(memory, sink=_Discard())
     return VirtioBalloon(memory)
+
+
+class _Discard:
+    def write(self, data: bytes) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
 
 
 def start(device, queue_size: int = SIZE) -> None:
@@ -59,7 +70,7 @@ def start(device, queue_size: int = SIZE) -> None:
     device.set_status(ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK)
 
 
-@pytest.mark.parametrize("kind", ["rng", "blk", "balloon"])
+@pytest.mark.parametrize("kind", ["rng", "blk", "balloon", "console"])
 def test_devices_survive_random_and_adversarial_rings(kind: str, memory: GuestMemory, disk: DiskImage, capfd) -> None:
     device = make(kind, memory, disk)
     for i, (request_type, sector) in enumerate([(0, 0), (1, 1), (4, 0), (8, 0), (11, 0), (0, 63), (1, 2**40)]):
@@ -82,19 +93,23 @@ def test_devices_survive_random_and_adversarial_rings(kind: str, memory: GuestMe
             memory.write(DESC + base, struct.pack("<QIHH", HEADERS + 0x100 * header, 16, 1, 1)
                          + struct.pack("<QIHH", 0x40000, length, 1 | (2 if writable else 0), 2)
                          + struct.pack("<QIHH", 0x48000, 1, 2, 0))  # fmt: skip
-            if kind != "blk":  # one buffer: written (rng) or read (balloon), of `length` bytes
-                memory.write(DESC + base, struct.pack("<QIHH", 0x40000, length, 2 if kind == "rng" else 0, 0))
+            if kind != "blk":  # one buffer the device writes (rng, console input) or reads, of `length` bytes
+                writes = kind == "rng" or (kind == "console" and index == 0)
+                memory.write(DESC + base, struct.pack("<QIHH", 0x40000, length, 2 if writes else 0, 0))
             heads = bytes(len(heads))
         memory.write(AVAIL + base, struct.pack("<HH", 0, len(heads)) + b"".join(struct.pack("<H", h % SIZE) for h in heads))
         device.queue_notified(index)
+        if kind == "console":
+            device.receive(raw[:8])  # input arriving while the ring is whatever the driver made it
         served["reset" if device.status & DEVICE_NEEDS_RESET else "ok"] += 1
 
     one()
     capfd.readouterr()  # the one-line reports of the refused chains
     assert served["ok"] > 100 and served["reset"] > 100, served  # both kinds of outcome were exercised
     start(device)  # and after all that, a reset device serves a plain request
-    if kind == "rng":
+    if kind in ("rng", "console"):  # console: a receive buffer, filled by the input still pending
         memory.write(DESC, struct.pack("<QIHH", 0x40000, 16, 2, 0))
+        device.pending.extend(b"x")
     elif kind == "blk":
         memory.write(DESC, struct.pack("<QIHH", HEADERS, 16, 1, 1) + struct.pack("<QIHH", 0x40000, 512, 3, 2)
                      + struct.pack("<QIHH", 0x40200, 1, 2, 0))  # fmt: skip
