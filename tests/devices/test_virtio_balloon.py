@@ -29,14 +29,7 @@ def balloon():
     driver.probe()
     driver.initialize(features_low=1 << 1)  # VIRTIO_BALLOON_F_STATS_VQ
     for index in (1, 2):  # the deflate and statistics queues (initialize set up queue 0)
-        base = RINGS + 0x3000 * index
-        m.memory.write(base, bytes(0x3000))
-        driver.common_write(0x16, 2, index)
-        driver.common_write(0x18, 2, 8)
-        for offset, address in ((0x20, base), (0x28, base + 0x1000), (0x30, base + 0x2000)):
-            driver.common_write(offset, 4, address)
-            driver.common_write(offset + 4, 4, 0)
-        driver.common_write(0x1C, 2, 1)
+        driver.setup_queue(index, *rings(index))
     yield m, driver, m.virtio[0].device
     m.close()
 

@@ -25,13 +25,7 @@ def console():
     driver = Driver(m, device_type=3)
     driver.probe()
     driver.initialize()  # queue 0, receiveq, at the driver's rings
-    m.memory.write(TX, bytes(0x3000))
-    driver.common_write(0x16, 2, 1)
-    driver.common_write(0x18, 2, 8)
-    for offset, address in ((0x20, TX), (0x28, TX + 0x1000), (0x30, TX + 0x2000)):
-        driver.common_write(offset, 4, address)
-        driver.common_write(offset + 4, 4, 0)
-    driver.common_write(0x1C, 2, 1)
+    driver.setup_queue(1, TX, TX + 0x1000, TX + 0x2000)  # transmitq
     yield m, driver, m.virtio[0].device
     m.close()
 

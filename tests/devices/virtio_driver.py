@@ -63,17 +63,21 @@ class Driver:
         self.common_write(0x0C, 4, 1)  # VIRTIO_F_VERSION_1
         self.common_write(0x14, 1, ACKNOWLEDGE | DRIVER | FEATURES_OK)
         assert self.common_read(0x14, 1) & FEATURES_OK
-        self.common_write(0x16, 2, 0)  # queue_select 0
-        assert self.common_read(0x18, 2) >= queue_size  # queue_size: the maximum
-        self.common_write(0x18, 2, queue_size)
-        for offset, address in ((0x20, DESC), (0x28, AVAIL), (0x30, USED)):  # as two halves, as Linux does
+        self.setup_queue(0, DESC, AVAIL, USED, queue_size)
+        self.common_write(0x14, 1, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK)
+
+    def setup_queue(self, index: int, desc: int, avail: int, used: int, size: int = 8) -> None:
+        """Select queue `index`, give it `size` entries and zeroed rings at these addresses, enable it."""
+        self.common_write(0x16, 2, index)  # queue_select
+        assert self.common_read(0x18, 2) >= size  # queue_size: the maximum
+        self.common_write(0x18, 2, size)
+        for offset, address in ((0x20, desc), (0x28, avail), (0x30, used)):  # as two halves, as Linux does
             self.common_write(offset, 4, address & 0xFFFF_FFFF)
             self.common_write(offset + 4, 4, address >> 32)
-        self.m.memory.write(DESC, bytes(16 * queue_size))
-        self.m.memory.write(AVAIL, bytes(6 + 2 * queue_size))
-        self.m.memory.write(USED, bytes(6 + 8 * queue_size))
+        self.m.memory.write(desc, bytes(16 * size))
+        self.m.memory.write(avail, bytes(6 + 2 * size))
+        self.m.memory.write(used, bytes(6 + 8 * size))
         self.common_write(0x1C, 2, 1)  # queue_enable
-        self.common_write(0x14, 1, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK)
 
     def submit(self, chain: list[tuple[int, int, int]], queue_size: int = 8) -> tuple[int, int]:
         """Offer one chain of (address, length, flags) from descriptor 0 and notify; wait for
