@@ -354,6 +354,9 @@ class Machine:
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.request_exit(128 + signum)  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+        # A guest halted with no timer sleeps in _wake.wait() with no timeout: wake it. Not by
+        # _wake.set() here: the handler may run while this thread holds the Event's own lock.
+        threading.Thread(target=self._wake.set, name="emu-signal-wake", daemon=True).start()
 
     def _loop(self, kicker: Kicker) -> int:
         vcpu = self.vcpu
