@@ -10,9 +10,10 @@ FEATURES_OK. VIRTIO_F_VERSION_1 (32) marks a 1.x driver; INDIRECT_DESC (28) and 
 if the driver accepted a bit it did not offer.
 
 Virtqueues are configured by the transport (size, the three ring addresses, enable) and
-become `Virtqueue`s when enabled. A notification for queue N calls `queue_notified(N)`; the
-device model answers `handle(queue_index, queue)`. Interrupts go back through the transport's
-`interrupt(isr_bits)`: bit 0 for used buffers, bit 1 for a configuration change.
+become `Virtqueue`s when enabled. A notification for queue N calls `notify(N)`, which wakes
+the device's thread (or serves the queue inline when it has none); the device model answers
+`handle(queue_index, queue)`. Interrupts go back through the transport's `interrupt(isr_bits)`:
+bit 0 for used buffers, bit 1 for a configuration change.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ...memory import GuestMemory
 from .queue import ChainError, Virtqueue
@@ -27,6 +29,11 @@ from .queue import ChainError, Virtqueue
 ACKNOWLEDGE, DRIVER, DRIVER_OK, FEATURES_OK, DEVICE_NEEDS_RESET, FAILED = 1, 2, 4, 8, 64, 128
 F_INDIRECT_DESC, F_EVENT_IDX, F_VERSION_1 = 1 << 28, 1 << 29, 1 << 32
 ISR_QUEUE, ISR_CONFIG = 1, 2
+
+
+class Notifier(Protocol):
+    def notify(self, index: int) -> None:
+        """Wake the device's thread for queue `index` (write the queue's eventfd)."""
 
 
 @dataclass
@@ -47,7 +54,8 @@ class QueueConfig:
 
 @dataclass
 class QueueCounters:
-    notifications: int = 0
+    notifications: int = 0  # the driver's kicks, however they arrived
+    exits: int = 0  # kicks that cost a VM exit served in Python (none through an ioeventfd)
     requests: int = 0
     bytes_read: int = 0
     bytes_written: int = 0
@@ -71,6 +79,8 @@ class VirtioDevice:
     counters: list[QueueCounters] = field(default_factory=list)
     resets: int = 0
     errors: list[str] = field(default_factory=list)
+    notifier: Notifier | None = None  # the device's thread (emu.devices.virtio.iothread), or None: inline
+
 
     def __post_init__(self) -> None:
         self.queues = [QueueConfig(size) for size in self.queue_sizes]
@@ -110,11 +120,23 @@ class VirtioDevice:
             self.needs_reset(f"queue {index}: {error}")
 
     # --- work ---------------------------------------------------------------------------------
-    def queue_notified(self, index: int) -> None:
-        """The driver notified queue `index` (a transport register write, or an ioeventfd)."""
+    def notify(self, index: int) -> None:
+        """A transport saw the driver write queue `index`'s notification register: a VM exit
+        (kvm without ioeventfd) or an IO hook (tcg). With a device thread, this only signals
+        the queue's eventfd; without one, the queue is served here and now."""
         if not 0 <= index < len(self.queues):
             return
-        self.counters[index].notifications += 1
+        self.counters[index].exits += 1
+        if self.notifier is not None:
+            self.notifier.notify(index)
+        else:
+            self.queue_notified(index)
+
+    def queue_notified(self, index: int, kicks: int = 1) -> None:
+        """Serve queue `index` after `kicks` notifications (an eventfd's count adds them up)."""
+        if not 0 <= index < len(self.queues):
+            return
+        self.counters[index].notifications += kicks
         q = self.queues[index]
         if q.queue is None or not self.status & DRIVER_OK or self.status & DEVICE_NEEDS_RESET:
             return

@@ -81,7 +81,7 @@ class VirtioMmio:
         elif offset == 0x030:
             self.queue_sel = value
         elif offset == 0x050:
-            d.queue_notified(value)
+            d.notify(value)
         elif offset == 0x064:
             self.interrupt_status &= ~value
             if not self.interrupt_status and self.irq is not None:

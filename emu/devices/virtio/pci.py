@@ -161,7 +161,7 @@ class _Regions:
         elif DEVICE <= offset < DEVICE + device.config_size:
             device.config_write(offset - DEVICE, size, value)
         elif NOTIFY <= offset < NOTIFY + NOTIFY_MULTIPLIER * len(device.queues):
-            device.queue_notified((offset - NOTIFY) // NOTIFY_MULTIPLIER)
+            device.notify((offset - NOTIFY) // NOTIFY_MULTIPLIER)
 
     # common configuration: read the whole structure's image, write field by field
     def _common_read(self, offset: int, size: int) -> int:
