@@ -28,6 +28,8 @@
 
 #define BAR_BASE 0x3FF00000ul
 #define QUEUE_SIZE 8
+#define QUEUES 2                                  /* per device: rng and blk use one, balloon and net two */
+#define MAX_DEVICES 6
 #define IRQ_BASE 0x20
 
 enum { ACKNOWLEDGE = 1, DRIVER = 2, DRIVER_OK = 4, FEATURES_OK = 8, NEEDS_RESET = 64 };
@@ -44,20 +46,24 @@ static u8 cfg_read8(int dev, int reg) { outl(0xcf8, cfg_address(dev, reg)); retu
 static void cfg_write32(int dev, int reg, u32 v) { outl(0xcf8, cfg_address(dev, reg)); outl(0xcfc, v); }
 static void cfg_write8(int dev, int reg, u8 v) { outl(0xcf8, cfg_address(dev, reg)); outb(0xcfc + (reg & 3), v); }
 
-/* ---- one device: its structures, its queue 0 (split virtqueue, §2.7), its interrupts -------- */
+/* ---- one device: its structures, its queues (split virtqueues, §2.7), its interrupts ------- */
 struct desc { u64 addr; u32 len; u16 flags, next; };
+struct virtq {                                    /* the three parts, with §2.7's alignments */
+    struct desc descs[QUEUE_SIZE] __attribute__((aligned(16)));
+    struct { u16 flags, idx, ring[QUEUE_SIZE], used_event; } avail __attribute__((aligned(2)));
+    struct { u16 flags, idx; struct { u32 id, len; } ring[QUEUE_SIZE]; u16 avail_event; } used
+        __attribute__((aligned(4)));
+    u16 notify_off;                               /* PCI: queue_notify_off, read at setup */
+};
 struct vdev {
     int slot, type, irq;
     volatile u8 *mmio;                            /* virtio-mmio: the register window (else PCI) */
     volatile u8 *common, *isr, *notify, *config;
     u32 notify_multiplier;
-    struct desc descs[QUEUE_SIZE] __attribute__((aligned(16)));
-    struct { u16 flags, idx, ring[QUEUE_SIZE], used_event; } avail __attribute__((aligned(2)));
-    struct { u16 flags, idx; struct { u32 id, len; } ring[QUEUE_SIZE]; u16 avail_event; } used
-        __attribute__((aligned(4)));
+    struct virtq q[QUEUES];
     volatile int isr_queue, isr_config;
 };
-static struct vdev devices[4] __attribute__((aligned(16)));
+static struct vdev devices[MAX_DEVICES] __attribute__((aligned(16)));
 static int ndevices;
 static u8 buffer[1024];
 static int failures;
@@ -150,32 +156,39 @@ static void route_interrupt(struct vdev *d, int irq)
     kprintf("INT%c# -> PIRQ%c -> IRQ %d (level)\n", 'A' + pin - 1, 'A' + pirq, irq);
 }
 
-static int initialize_mmio(struct vdev *d)
+static int initialize_mmio(struct vdev *d, u32 features_low, int queues)
 {
     MMIO32(d, 0x70) = 0;                          /* reset */
     MMIO32(d, 0x70) = ACKNOWLEDGE | DRIVER;
-    MMIO32(d, 0x14) = 1;                          /* DeviceFeaturesSel: bits 32-63 */
+    MMIO32(d, 0x14) = 0;                          /* DeviceFeaturesSel: bits 0-31 */
+    u32 offered_low = MMIO32(d, 0x10);
+    MMIO32(d, 0x14) = 1;                          /* bits 32-63 */
     int version_1 = MMIO32(d, 0x10) & 1;
-    MMIO32(d, 0x24) = 0; MMIO32(d, 0x20) = 0;
+    MMIO32(d, 0x24) = 0; MMIO32(d, 0x20) = features_low & offered_low;
     MMIO32(d, 0x24) = 1; MMIO32(d, 0x20) = 1;     /* VIRTIO_F_VERSION_1 */
     MMIO32(d, 0x70) = ACKNOWLEDGE | DRIVER | FEATURES_OK;
-    int accepted = MMIO32(d, 0x70) & FEATURES_OK;
-    MMIO32(d, 0x30) = 0;                          /* QueueSel */
-    int max = MMIO32(d, 0x34);
-    MMIO32(d, 0x38) = QUEUE_SIZE;
-    MMIO32(d, 0x80) = (u32)(ulong)d->descs; MMIO32(d, 0x84) = 0;
-    MMIO32(d, 0x90) = (u32)(ulong)&d->avail; MMIO32(d, 0x94) = 0;
-    MMIO32(d, 0xa0) = (u32)(ulong)&d->used; MMIO32(d, 0xa4) = 0;
-    d->avail.idx = d->used.idx = 0;
-    MMIO32(d, 0x44) = 1;                          /* QueueReady */
+    int accepted = MMIO32(d, 0x70) & FEATURES_OK, big_enough = 1;
+    for (int i = 0; i < queues; i++) {
+        struct virtq *q = &d->q[i];
+        MMIO32(d, 0x30) = i;                      /* QueueSel */
+        big_enough &= MMIO32(d, 0x34) >= QUEUE_SIZE;   /* QueueNumMax: 0 if there is no such queue */
+        MMIO32(d, 0x38) = QUEUE_SIZE;
+        MMIO32(d, 0x80) = (u32)(ulong)q->descs; MMIO32(d, 0x84) = 0;
+        MMIO32(d, 0x90) = (u32)(ulong)&q->avail; MMIO32(d, 0x94) = 0;
+        MMIO32(d, 0xa0) = (u32)(ulong)&q->used; MMIO32(d, 0xa4) = 0;
+        q->avail.idx = q->used.idx = 0;
+        MMIO32(d, 0x44) = 1;                      /* QueueReady */
+    }
     MMIO32(d, 0x70) = ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK;
-    return version_1 && accepted && max >= QUEUE_SIZE;
+    return version_1 && accepted && big_enough;
 }
 
-static int initialize(struct vdev *d, u32 features_low)
+/* §3.1.1 over either transport: negotiate VERSION_1 and what of features_low the device
+ * offers, set up queues 0..queues-1, DRIVER_OK. Nonzero when all of it worked. */
+static int initialize(struct vdev *d, u32 features_low, int queues)
 {
     if (d->mmio)
-        return initialize_mmio(d);
+        return initialize_mmio(d, features_low, queues);
     COMMON8(d, 0x14) = 0;                         /* reset */
     COMMON8(d, 0x14) = ACKNOWLEDGE;
     COMMON8(d, 0x14) = ACKNOWLEDGE | DRIVER;
@@ -186,40 +199,60 @@ static int initialize(struct vdev *d, u32 features_low)
     COMMON32(d, 0x08) = 0; COMMON32(d, 0x0c) = features_low & offered_low;
     COMMON32(d, 0x08) = 1; COMMON32(d, 0x0c) = 1; /* VIRTIO_F_VERSION_1 */
     COMMON8(d, 0x14) = ACKNOWLEDGE | DRIVER | FEATURES_OK;
-    int accepted = COMMON8(d, 0x14) & FEATURES_OK;
-    COMMON16(d, 0x16) = 0;                        /* queue_select */
-    int max = COMMON16(d, 0x18);
-    COMMON16(d, 0x18) = QUEUE_SIZE;
-    COMMON32(d, 0x20) = (u32)(ulong)d->descs; COMMON32(d, 0x24) = 0;
-    COMMON32(d, 0x28) = (u32)(ulong)&d->avail; COMMON32(d, 0x2c) = 0;
-    COMMON32(d, 0x30) = (u32)(ulong)&d->used; COMMON32(d, 0x34) = 0;
-    d->avail.idx = d->used.idx = 0;
-    COMMON16(d, 0x1c) = 1;                        /* queue_enable */
+    int accepted = COMMON8(d, 0x14) & FEATURES_OK, big_enough = 1;
+    for (int i = 0; i < queues; i++) {
+        struct virtq *q = &d->q[i];
+        COMMON16(d, 0x16) = i;                    /* queue_select */
+        big_enough &= COMMON16(d, 0x18) >= QUEUE_SIZE;   /* queue_size: 0 if there is no such queue */
+        COMMON16(d, 0x18) = QUEUE_SIZE;
+        COMMON32(d, 0x20) = (u32)(ulong)q->descs; COMMON32(d, 0x24) = 0;
+        COMMON32(d, 0x28) = (u32)(ulong)&q->avail; COMMON32(d, 0x2c) = 0;
+        COMMON32(d, 0x30) = (u32)(ulong)&q->used; COMMON32(d, 0x34) = 0;
+        q->notify_off = COMMON16(d, 0x1e);        /* where this queue's doorbell is (§4.1.4.4) */
+        q->avail.idx = q->used.idx = 0;
+        COMMON16(d, 0x1c) = 1;                    /* queue_enable */
+    }
     COMMON8(d, 0x14) = ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK;
-    return version_1 && accepted && max >= QUEUE_SIZE;
+    return version_1 && accepted && big_enough;
 }
 
-/* Offer descriptors 0..n-1 as one chain (each one's NEXT set by the caller) and notify. */
-static void offer(struct vdev *d)
+/* Put the chain that starts at descriptor `head` in queue `queue`'s available ring. The
+ * device may look at the ring at any time: the entry must be in place before idx moves. */
+static void make_available(struct vdev *d, int queue, u16 head)
 {
-    d->avail.ring[d->avail.idx % QUEUE_SIZE] = 0;
+    struct virtq *q = &d->q[queue];
+    q->avail.ring[q->avail.idx % QUEUE_SIZE] = head;
     __asm__ volatile("" ::: "memory");
-    d->avail.idx++;
+    q->avail.idx++;
     __asm__ volatile("" ::: "memory");
-    if (d->mmio)
-        MMIO32(d, 0x50) = 0;                      /* QueueNotify */
-    else
-        *(volatile u16 *)(d->notify + COMMON16(d, 0x1e) * d->notify_multiplier) = 0;
 }
 
-/* Until the device has used the chain and interrupted: it may complete later than the
+/* The available buffer notification (§4.1.5.2, §4.2.3.3): without VIRTIO_F_NOTIFICATION_DATA,
+ * the queue's index, written to its doorbell. */
+static void notify(struct vdev *d, int queue)
+{
+    if (d->mmio)
+        MMIO32(d, 0x50) = queue;                  /* QueueNotify */
+    else
+        *(volatile u16 *)(d->notify + d->q[queue].notify_off * d->notify_multiplier) = (u16)queue;
+}
+
+/* Offer the chain at descriptor 0 (each descriptor's NEXT set by the caller) and notify. */
+static void offer(struct vdev *d, int queue)
+{
+    make_available(d, queue, 0);
+    notify(d, queue);
+}
+
+/* Until the device has used a chain and interrupted: it may complete later than the
  * notification (QEMU's rng backend answers from its main loop), and an older interrupt may
  * come first. Returns the length the device reported. */
-static u32 wait_for_used(struct vdev *d, u16 old, int queue_irqs)
+static u32 wait_for_used(struct vdev *d, int queue, u16 old, int queue_irqs)
 {
-    for (int spin = 0; (*(volatile u16 *)&d->used.idx == old || d->isr_queue == queue_irqs) && spin < 1000; spin++)
+    struct virtq *q = &d->q[queue];
+    for (int spin = 0; (*(volatile u16 *)&q->used.idx == old || d->isr_queue == queue_irqs) && spin < 1000; spin++)
         __asm__ volatile("sti; hlt; cli" ::: "memory");
-    return d->used.ring[(u16)(d->used.idx - 1) % QUEUE_SIZE].len;
+    return q->used.ring[(u16)(q->used.idx - 1) % QUEUE_SIZE].len;
 }
 
 static void describe(int slot, int type)
@@ -233,30 +266,31 @@ static void rng_request(struct vdev *d, u32 len)
 {
     for (u32 i = 0; i < len; i++)
         buffer[i] = 0;
+    struct virtq *q = &d->q[0];
     int before = d->isr_queue;
-    u16 old = d->used.idx;
-    d->descs[0] = (struct desc){(u64)(ulong)buffer, len, DESC_WRITE, 0};
-    offer(d);
-    u32 got = wait_for_used(d, old, before);
+    u16 old = q->used.idx;
+    q->descs[0] = (struct desc){(u64)(ulong)buffer, len, DESC_WRITE, 0};
+    offer(d, 0);
+    u32 got = wait_for_used(d, 0, old, before);
     int varied = 0;
     for (u32 i = 1; i < len; i++)
         varied += buffer[i] != buffer[0];
-    kprintf("request of %u bytes: used idx %u, id %u, len %u, interrupt %s, bytes %s\n", len, d->used.idx,
-            d->used.ring[0].id, got, d->isr_queue > before ? "yes" : "no", varied > (int)len / 2 ? "varied" : "NOT random");
+    kprintf("request of %u bytes: used idx %u, id %u, len %u, interrupt %s, bytes %s\n", len, q->used.idx,
+            q->used.ring[0].id, got, d->isr_queue > before ? "yes" : "no", varied > (int)len / 2 ? "varied" : "NOT random");
     if (got != len || d->isr_queue == before || varied <= (int)len / 2)
         fail("request");
 }
 
 static void rng_checks(struct vdev *d)
 {
-    if (!initialize(d, 0))
+    if (!initialize(d, 0, 1))
         fail("feature negotiation or queue setup");
     kprintf("status 0x%x after DRIVER_OK\n", status_read(d));
     rng_request(d, 64);
     rng_request(d, 16);
     int before = d->isr_config;
-    d->descs[0] = (struct desc){(u64)(ulong)buffer, 16, DESC_WRITE | DESC_NEXT, 0};   /* loops on itself */
-    offer(d);
+    d->q[0].descs[0] = (struct desc){(u64)(ulong)buffer, 16, DESC_WRITE | DESC_NEXT, 0};   /* loops on itself */
+    offer(d, 0);
     for (int spin = 0; d->isr_config == before && spin < 1000; spin++)
         __asm__ volatile("sti; hlt; cli" ::: "memory");
     kprintf("a looping chain: status %s, configuration interrupt %s\n",
@@ -276,17 +310,18 @@ static int blk_request(struct vdev *d, u32 type, u64 sector, u32 len, int device
     blk_header.reserved = 0;
     blk_header.sector = sector;
     blk_status = 0xff;
+    struct desc *descs = d->q[0].descs;
     int n = 0;
-    d->descs[n] = (struct desc){(u64)(ulong)&blk_header, sizeof(blk_header), DESC_NEXT, 1}, n++;
+    descs[n] = (struct desc){(u64)(ulong)&blk_header, sizeof(blk_header), DESC_NEXT, 1}, n++;
     if (len)
-        d->descs[n] = (struct desc){(u64)(ulong)buffer, len, (u16)(DESC_NEXT | (device_writes ? DESC_WRITE : 0)), 2}, n++;
-    d->descs[n] = (struct desc){(u64)(ulong)&blk_status, 1, DESC_WRITE, 0};
+        descs[n] = (struct desc){(u64)(ulong)buffer, len, (u16)(DESC_NEXT | (device_writes ? DESC_WRITE : 0)), 2}, n++;
+    descs[n] = (struct desc){(u64)(ulong)&blk_status, 1, DESC_WRITE, 0};
     if (n == 1)
-        d->descs[0].next = 1;
+        descs[0].next = 1;
     int before = d->isr_queue;
-    u16 old = d->used.idx;
-    offer(d);
-    wait_for_used(d, old, before);
+    u16 old = d->q[0].used.idx;
+    offer(d, 0);
+    wait_for_used(d, 0, old, before);
     return blk_status;
 }
 
@@ -294,7 +329,7 @@ static const char written_text[] = "written by the virtio64 guest";
 
 static void blk_checks(struct vdev *d, int wait)
 {
-    if (!initialize(d, BLK_F_FLUSH))
+    if (!initialize(d, BLK_F_FLUSH, 1))
         fail("feature negotiation or queue setup");
     u64 capacity = *(volatile u32 *)d->config | (u64)*(volatile u32 *)(d->config + 4) << 32;
     kprintf("capacity %lu sectors\n", (ulong)capacity);
@@ -347,7 +382,7 @@ static ulong parse_number(const char **p)
 static void find_mmio_devices(const char *cmdline)
 {
     static const char key[] = "virtio_mmio.device=";
-    for (const char *s = cmdline; *s && ndevices < 4; s++) {
+    for (const char *s = cmdline; *s && ndevices < MAX_DEVICES; s++) {
         int i = 0;
         while (key[i] && s[i] == key[i])
             i++;
@@ -365,6 +400,7 @@ static void find_mmio_devices(const char *cmdline)
             map_top_gib();
         struct vdev *d = &devices[ndevices];
         d->mmio = (volatile u8 *)base;
+        d->config = d->mmio + 0x100;              /* the device's configuration space (§4.2.2) */
         d->type = (int)MMIO32(d, 0x08);
         kprintf("mmio 0x%lx: magic %s, version %u, device type %d (%s), IRQ %d\n", base,
                 MMIO32(d, 0x00) == 0x74726976 ? "ok" : "WRONG", MMIO32(d, 0x04), d->type,
