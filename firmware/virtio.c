@@ -1,5 +1,5 @@
 /*
- * virtio - a small virtio 1.x driver over PCI, for the entropy and block devices.
+ * virtio - a small virtio 1.x driver over PCI, for the entropy, block, balloon and network devices.
  *
  * What an OS does with a virtio-pci device (VIRTIO 1.2 §3.1.1 and §4.1), step by step:
  *   1. find it on PCI bus 0 with configuration mechanism #1 (ports 0xCF8/0xCFC): vendor 1AF4h;
@@ -18,8 +18,13 @@
  * device must refuse by setting DEVICE_NEEDS_RESET (with a configuration interrupt); then a
  * reset. Block device (virtio-blk): the capacity, sector 0 read, sector 1 written and flushed;
  * with "wait" on the command line it then sleeps forever, for a test that kills emu there.
- * Everything printed is fixed by construction (no random bytes); with -device virtio-rng-pci
- * alone, QEMU prints the same (`qemu -nodefaults`, the command line of capture-expected.sh).
+ * Memory balloon (virtio-balloon): four pages inflated, `actual` updated, deflated again, and
+ * what the pages hold afterwards. Network device (virtio-net): the MAC, receive buffers, one
+ * broadcast frame sent, which a -netdev socket that sends to itself brings back.
+ * Everything printed is fixed by construction (no random bytes, no port numbers); each part
+ * runs for the devices present. The standard run (capture-expected.sh, devices()) has
+ * virtio-rng-pci, virtio-balloon-pci and virtio-net-pci, and QEMU prints the same
+ * (`qemu -nodefaults`).
  *
  * 64-bit only. BARs go at 0x3FF00000 up, inside the 1 GiB this runtime maps (lib/entry64.S)
  * and above the guest's RAM: a BIOS would pick the PCI hole below 4 GiB.
@@ -34,7 +39,7 @@
 
 enum { ACKNOWLEDGE = 1, DRIVER = 2, DRIVER_OK = 4, FEATURES_OK = 8, NEEDS_RESET = 64 };
 enum { DESC_NEXT = 1, DESC_WRITE = 2 };
-enum { TYPE_BLK = 2, TYPE_RNG = 4 };
+enum { TYPE_NET = 1, TYPE_BLK = 2, TYPE_RNG = 4, TYPE_BALLOON = 5 };
 enum { BLK_F_FLUSH = 1 << 9, BLK_T_IN = 0, BLK_T_OUT = 1, BLK_T_FLUSH = 4 };
 
 static inline u32 inl(u16 port) { u32 v; __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port)); return v; }
@@ -67,6 +72,7 @@ static struct vdev devices[MAX_DEVICES] __attribute__((aligned(16)));
 static int ndevices;
 static u8 buffer[1024];
 static int failures;
+static volatile int ticks;                        /* IRQ 0, while the PIT runs (timer()) */
 
 #define COMMON8(d, o) (*(volatile u8 *)((d)->common + (o)))
 #define COMMON16(d, o) (*(volatile u16 *)((d)->common + (o)))
@@ -93,6 +99,8 @@ int guest_trap(struct trap_frame *f)
 {
     if (f->vector < IRQ_BASE || f->vector >= IRQ_BASE + 16)
         return 0;
+    if (f->vector == IRQ_BASE)
+        ticks++;
     for (int i = 0; i < ndevices; i++) {          /* a shared level: ask every device on it */
         struct vdev *d = &devices[i];
         if ((ulong)d->irq + IRQ_BASE != f->vector)
@@ -255,10 +263,49 @@ static u32 wait_for_used(struct vdev *d, int queue, u16 old, int queue_irqs)
     return q->used.ring[(u16)(q->used.idx - 1) % QUEUE_SIZE].len;
 }
 
+static const char *type_name(int type)
+{
+    return type == TYPE_RNG ? "entropy" : type == TYPE_BLK ? "block" : type == TYPE_NET ? "network"
+         : type == TYPE_BALLOON ? "memory balloon" : "other";
+}
+
 static void describe(int slot, int type)
 {
-    kprintf("00:%02x.0 virtio vendor 1af4, device type %d (%s)\n", slot, type,
-            type == TYPE_RNG ? "entropy" : type == TYPE_BLK ? "block" : "other");
+    kprintf("00:%02x.0 virtio vendor 1af4, device type %d (%s)\n", slot, type, type_name(type));
+}
+
+/* The device configuration space (§2.5). The device may change it at any time (a balloon's
+ * target, a link's status), and a driver reading several bytes could see half of each value:
+ * config_generation changes with every change, so read it, read the field, read it again and
+ * start over if it moved (§2.5.1). Accesses are as wide as the field (§4.1.3.1): bytes for
+ * the MAC's u8[6], 32 bits for an le32. */
+static u8 config_generation(struct vdev *d) { return d->mmio ? (u8)MMIO32(d, 0xfc) : COMMON8(d, 0x15); }
+
+static void config_read_bytes(struct vdev *d, int offset, u8 *out, int n)
+{
+    u8 generation;
+    do {
+        generation = config_generation(d);
+        for (int i = 0; i < n; i++)
+            out[i] = d->config[offset + i];
+    } while (config_generation(d) != generation);
+}
+
+static u32 config_read32(struct vdev *d, int offset) { return *(volatile u32 *)(d->config + offset); }
+static void config_write32(struct vdev *d, int offset, u32 v) { *(volatile u32 *)(d->config + offset) = v; }
+
+/* A timeout for waits that depend on the host (a frame coming back through a socket): the PIT
+ * at 100 Hz on IRQ 0 (mode 2, rate generator), counted in `ticks` by guest_trap. */
+#define PIT_HZ 1193182
+static void timer(int on)
+{
+    if (on) {
+        ticks = 0;
+        outb(0x43, 0x34);                         /* channel 0, lobyte/hibyte, mode 2 */
+        outb(0x40, (PIT_HZ / 100) & 0xff);
+        outb(0x40, (PIT_HZ / 100) >> 8);
+    }
+    outb(0x21, on ? inb(0x21) & ~1 : inb(0x21) | 1);   /* IRQ 0 at the master */
 }
 
 /* ---- the entropy device ---------------------------------------------------------------- */
@@ -350,6 +397,185 @@ static void blk_checks(struct vdev *d, int wait)
     }
 }
 
+/* ---- the memory balloon (§5.5) -------------------------------------------------------------
+ * The host sets num_pages, the balloon's target size in 4 KiB pages; the driver gives it pages
+ * it does not use by sending their page frame numbers (address / 4096, le32 each: §5.5.6, "this
+ * is historical, and independent of the guest page size") on the inflateq (queue 0), waits
+ * until the device used the buffer, and then writes the balloon's new size to `actual`.
+ * Deflating is the same on the deflateq (queue 1). Only VIRTIO_F_VERSION_1 is accepted: not
+ * MUST_TELL_HOST (so a deflate is "merely a courtesy"), not STATS_VQ (so there is no queue 2).
+ * A device may do what it likes with a page while it is in the balloon (§5.5.6.2): QEMU gives
+ * the host memory behind it back (madvise MADV_DONTNEED), and the page reads zero afterwards.
+ * The driver must not touch a page between handing it over and the device's acknowledgement
+ * (§5.5.6.1), so the pages are looked at only after the deflate. A fifth page, filled the same
+ * way and never inflated, shows that what happened was the balloon's doing. */
+#define BALLOON_PAGES 4
+static u8 balloon_pages[BALLOON_PAGES + 1][4096] __attribute__((aligned(4096)));
+static u32 pfns[BALLOON_PAGES];
+
+static u8 pattern(int page, int i) { return (u8)(0x5a + page * 17 + i * 7); }
+
+/* What a page holds: 1 its pattern, 0 zeros, -1 something else. */
+static int page_state(int page)
+{
+    int zeros = 0, same = 0;
+    for (int i = 0; i < 4096; i++) {
+        zeros += balloon_pages[page][i] == 0;
+        same += balloon_pages[page][i] == pattern(page, i);
+    }
+    return same == 4096 ? 1 : zeros == 4096 ? 0 : -1;
+}
+
+/* The PFN array on the inflateq or deflateq, one device-readable descriptor. */
+static u32 balloon_send(struct vdev *d, int queue, int *interrupted)
+{
+    struct virtq *q = &d->q[queue];
+    q->descs[0] = (struct desc){(u64)(ulong)pfns, sizeof(pfns), 0, 0};
+    int before = d->isr_queue;
+    u16 old = q->used.idx;
+    offer(d, queue);
+    u32 len = wait_for_used(d, queue, old, before);
+    *interrupted = d->isr_queue > before;
+    if (q->used.idx == old)
+        fail("the device did not use the buffer");
+    return len;
+}
+
+static void balloon_checks(struct vdev *d)
+{
+    if (!initialize(d, 0, 2))
+        fail("feature negotiation or queue setup");
+    kprintf("balloon: num_pages %u, actual %u\n", config_read32(d, 0), config_read32(d, 4));
+    for (int p = 0; p <= BALLOON_PAGES; p++)
+        for (int i = 0; i < 4096; i++)
+            balloon_pages[p][i] = pattern(p, i);
+    for (int p = 0; p < BALLOON_PAGES; p++)
+        pfns[p] = (u32)((ulong)balloon_pages[p] >> 12);
+
+    int interrupted;
+    u32 len = balloon_send(d, 0, &interrupted);             /* inflateq */
+    config_write32(d, 4, BALLOON_PAGES);
+    u32 actual = config_read32(d, 4);
+    kprintf("balloon: inflated %d pages (used len %u, interrupt %s), actual %u\n", BALLOON_PAGES, len,
+            interrupted ? "yes" : "no", actual);
+    if (!interrupted || actual != BALLOON_PAGES)
+        fail("inflate");
+
+    len = balloon_send(d, 1, &interrupted);                 /* deflateq */
+    config_write32(d, 4, 0);
+    actual = config_read32(d, 4);
+    kprintf("balloon: deflated %d pages (used len %u, interrupt %s), actual %u\n", BALLOON_PAGES, len,
+            interrupted ? "yes" : "no", actual);
+    if (!interrupted || actual != 0)
+        fail("deflate");
+
+    int zero = 0, kept = 0;
+    for (int p = 0; p < BALLOON_PAGES; p++) {
+        int state = page_state(p);
+        zero += state == 0;
+        kept += state == 1;
+    }
+    kprintf("balloon: after deflate %d of %d pages read zero, %d hold their pattern; the page left out: %s\n",
+            zero, BALLOON_PAGES, kept, page_state(BALLOON_PAGES) == 1 ? "pattern" : "CHANGED");
+    if (zero + kept != BALLOON_PAGES || page_state(BALLOON_PAGES) != 1)
+        fail("page contents");
+}
+
+/* ---- the network device (§5.1) ------------------------------------------------------------
+ * receiveq1 is queue 0 and transmitq1 queue 1 (§5.1.2: no VIRTIO_NET_F_MQ, no CTRL_VQ). The
+ * driver accepts VIRTIO_NET_F_MAC (and VERSION_1) only: "a truly minimal driver" (§5.1.5). With
+ * VERSION_1 every packet, both ways, is preceded by struct virtio_net_hdr with num_buffers, 12
+ * bytes (§5.1.6), whatever else was negotiated. Without MRG_RXBUF each receive buffer must hold
+ * a whole packet: header + 1514 bytes, 1526 (§5.1.6.3.1); without CSUM and GSO the header sent
+ * is all zeros: flags 0, gso_type NONE, num_buffers 0 (§5.1.6.2.1). The device writes
+ * flags/gso_type on the way in, with DATA_VALID only if GUEST_CSUM was negotiated (§5.1.6.4),
+ * and num_buffers, which must be 1 without MRG_RXBUF (§5.1.6.3.2). That one is not printed:
+ * QEMU 7.2 leaves it as the driver wrote it (0xeeee here), fixed in later QEMU versions.
+ * The frame: Ethernet broadcast from the device's MAC, ethertype 88B5h (IEEE 802 "local
+ * experimental"), a text, zero-padded to the 60 bytes of a minimal frame (without the FCS,
+ * which the device neither sends nor delivers). */
+enum { NET_F_MAC = 1 << 5 };
+struct net_hdr { u8 flags, gso_type; u16 hdr_len, gso_size, csum_start, csum_offset, num_buffers; };
+#define RX_BUFFERS 4
+#define RX_SIZE (sizeof(struct net_hdr) + 1514)
+#define FRAME 60
+static u8 rx_buffers[RX_BUFFERS][RX_SIZE] __attribute__((aligned(16)));
+static struct { struct net_hdr hdr; u8 frame[FRAME]; } __attribute__((packed)) tx;
+static const char net_text[] = "a broadcast from the virtio64 guest";
+
+static void net_checks(struct vdev *d)
+{
+    if (!initialize(d, NET_F_MAC, 2))
+        fail("feature negotiation or queue setup");
+    u8 mac[6];
+    config_read_bytes(d, 0, mac, 6);
+    kprintf("net: mac %02x:%02x:%02x:%02x:%02x:%02x\n", mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
+
+    /* Receive buffers: device-writable, one descriptor each, all offered with one notify. The
+     * bytes are set to 0xee first, so that what the device wrote shows. */
+    struct virtq *rxq = &d->q[0], *txq = &d->q[1];
+    for (int i = 0; i < RX_BUFFERS; i++) {
+        for (ulong j = 0; j < RX_SIZE; j++)
+            rx_buffers[i][j] = 0xee;
+        rxq->descs[i] = (struct desc){(u64)(ulong)rx_buffers[i], RX_SIZE, DESC_WRITE, 0};
+        make_available(d, 0, (u16)i);
+    }
+    notify(d, 0);
+    kprintf("net: %d receive buffers of %u bytes\n", RX_BUFFERS, (unsigned)RX_SIZE);
+
+    /* The frame, header and packet in one device-readable descriptor (§5.1.6.2). */
+    for (int i = 0; i < 6; i++) {
+        tx.frame[i] = 0xff;
+        tx.frame[6 + i] = mac[i];
+    }
+    tx.frame[12] = 0x88, tx.frame[13] = 0xb5;
+    for (int i = 14; i < FRAME; i++)
+        tx.frame[i] = i - 14 < (int)sizeof(net_text) ? (u8)net_text[i - 14] : 0;
+    txq->descs[0] = (struct desc){(u64)(ulong)&tx, sizeof(tx), 0, 0};
+    u16 rx_old = rxq->used.idx, tx_old = txq->used.idx;
+    int before = d->isr_queue;
+    offer(d, 1);
+
+    /* The transmit completion and the frame's return come in either order, from the device and
+     * from the host's socket: wait for both, at most 5 s; then 100 ms more, in which nothing
+     * else may arrive (a frame sent twice would). */
+    timer(1);
+    while ((*(volatile u16 *)&txq->used.idx == tx_old || *(volatile u16 *)&rxq->used.idx == rx_old) && ticks < 500)
+        __asm__ volatile("sti; hlt; cli" ::: "memory");
+    int waited = ticks;
+    while (ticks < waited + 10)
+        __asm__ volatile("sti; hlt; cli" ::: "memory");
+    timer(0);
+    u16 sent = txq->used.idx - tx_old, received = rxq->used.idx - rx_old;
+    if (!sent || !received) {
+        kprintf("net: %u frames sent, %u received in 5 s\n", sent, received);
+        fail("no frame back");
+        return;
+    }
+    u32 tx_len = txq->used.ring[tx_old % QUEUE_SIZE].len;
+    u32 id = rxq->used.ring[rx_old % QUEUE_SIZE].id, rx_len = rxq->used.ring[rx_old % QUEUE_SIZE].len;
+    kprintf("net: transmit used len %u; received into buffer %u, used len %u; interrupt %s\n", tx_len, id, rx_len,
+            d->isr_queue > before ? "yes" : "no");
+    if (id >= RX_BUFFERS || rx_len < sizeof(struct net_hdr)) {
+        fail("the used receive buffer");
+        return;
+    }
+    const struct net_hdr *hdr = (const struct net_hdr *)rx_buffers[id];
+    const u8 *frame = rx_buffers[id] + sizeof(struct net_hdr);
+    u32 length = rx_len - sizeof(struct net_hdr);
+    int same = length == FRAME;
+    for (int i = 0; same && i < FRAME; i++)
+        same = frame[i] == tx.frame[i];
+    kprintf("net: receive header flags %u, gso_type %u\n", hdr->flags, hdr->gso_type);
+    kprintf("net: sent %u bytes, received %u bytes, frame %s\n", FRAME, length, same ? "matches" : "DIFFERS");
+    kprintf("net: %u frame(s) sent, %u received\n", sent, received);
+    if (same)
+        kprintf("net: from %02x:%02x:%02x:%02x:%02x:%02x, type 0x%02x%02x: \"%s\"\n", frame[6], frame[7], frame[8],
+                frame[9], frame[10], frame[11], frame[12], frame[13], (const char *)frame + 14);
+    if (tx_len != 0 || !same || hdr->flags || hdr->gso_type || sent != 1 || received != 1 || d->isr_queue == before)
+        fail("the frame");
+}
+
 /* virtio-mmio devices are not discoverable: the command line names them, as Linux's
  * virtio_mmio.device=<size>@<base>:<irq> (drivers/virtio/virtio_mmio.c). Their windows lie
  * near 4 GiB, outside the 1 GiB the runtime maps: map the top GiB with 2 MiB pages (PCD). */
@@ -404,7 +630,7 @@ static void find_mmio_devices(const char *cmdline)
         d->type = (int)MMIO32(d, 0x08);
         kprintf("mmio 0x%lx: magic %s, version %u, device type %d (%s), IRQ %d\n", base,
                 MMIO32(d, 0x00) == 0x74726976 ? "ok" : "WRONG", MMIO32(d, 0x04), d->type,
-                d->type == TYPE_RNG ? "entropy" : d->type == TYPE_BLK ? "block" : "other", irq);
+                type_name(d->type), irq);
         d->irq = irq;
         outb(irq < 8 ? 0x21 : 0xa1, inb(irq < 8 ? 0x21 : 0xa1) & ~(1 << (irq & 7)));   /* edge: the default */
         ndevices++;
@@ -429,7 +655,7 @@ int guest_main(u32 magic, struct multiboot_info *mbi)
     int wait = (mbi->flags & MB_INFO_CMDLINE) && has_word((const char *)(ulong)mbi->cmdline, "wait");
     kputs("virtio: a virtio 1.x driver over PCI\n");
     pic_init();
-    for (int slot = 0; slot < 32 && ndevices < 2; slot++) {   /* PCI devices first */
+    for (int slot = 0; slot < 32 && ndevices < 4; slot++) {   /* PCI devices first */
         u32 id = cfg_read32(slot, 0);
         if ((id & 0xffff) != 0x1af4)
             continue;
@@ -443,13 +669,14 @@ int guest_main(u32 magic, struct multiboot_info *mbi)
             fail("structures");
             return 3;
         }
-        route_interrupt(d, 11 - ndevices);
+        route_interrupt(d, ndevices % 2 ? 10 : 11);   /* two IRQs, shared by every other device */
         ndevices++;
     }
     if (mbi->flags & MB_INFO_CMDLINE)
         find_mmio_devices((const char *)(ulong)mbi->cmdline);
     if (!ndevices) {
-        kputs("no virtio device (run with -device virtio-rng-pci or -drive file=IMG,if=virtio)\n");
+        kputs("no virtio device (run with -device virtio-rng-pci, virtio-balloon-pci, virtio-net-pci"
+              " or -drive file=IMG,if=virtio)\n");
         return 3;
     }
     for (int i = 0; i < ndevices; i++) {
@@ -457,6 +684,10 @@ int guest_main(u32 magic, struct multiboot_info *mbi)
             rng_checks(&devices[i]);
         else if (devices[i].type == TYPE_BLK)
             blk_checks(&devices[i], wait);
+        else if (devices[i].type == TYPE_BALLOON)
+            balloon_checks(&devices[i]);
+        else if (devices[i].type == TYPE_NET)
+            net_checks(&devices[i]);
     }
     kprintf(failures ? "virtio: FAILED, %d checks wrong\n" : "virtio: all checks passed\n", failures);
     return failures ? 3 : 0;
