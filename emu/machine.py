@@ -6,7 +6,10 @@ This is the VMM's main loop, the same on both accelerators:
     and the vCPU can take it, acknowledge (INTA) and inject; else ask for an interrupt window
     -> run the vCPU until it returns -> halt: sleep until the next timer or input; kick: loop.
 
-Device callbacks all run on this thread. On kvm other threads *kick* the vCPU: the `Kicker` at
+Legacy device callbacks run on this thread. Each virtio device has its own thread, woken by
+eventfds (emu.devices.virtio.iothread); device models are guarded by one lock, `Machine.lock`,
+which this thread holds while it services devices and takes for each port/MMIO access, and
+drops while guest code runs. On kvm other threads *kick* the vCPU: the `Kicker` at
 the next timer deadline, the terminal reader when input arrives, a signal handler on Ctrl-C.
 On tcg a run ends itself at the deadline (VCpu.set_deadline) and input waits for it, for the
 guest's next read of COM1, or wakes a halted guest; only ending the run kicks from outside.
@@ -43,6 +46,7 @@ from .devices.virtio.balloon import VirtioBalloon
 from .devices.virtio.blk import VirtioBlk
 from .devices.virtio.console import VirtioConsole
 from .devices.virtio.device import VirtioDevice
+from .devices.virtio.iothread import DeviceThread
 from .devices.virtio.mmio import WINDOW as MMIO_WINDOW
 from .devices.virtio.mmio import VirtioMmio
 from .devices.virtio.rng import VirtioRng
@@ -187,8 +191,11 @@ class Machine:
         if cfg.dirty_log:
             self.accel.enable_dirty_log()
         self.buses = Buses()
+        self.lock = threading.RLock()  # the device lock (see the module doc)
         self._build_devices()
-        self.vcpu = self.accel.create_vcpu(0, self.buses)
+        self.device_threads = [DeviceThread(t.device, self.lock) for t in [*self.virtio, *self.virtio_mmio]]
+        io = _LockedIo(self.buses, self.lock) if self.device_threads else self.buses
+        self.vcpu = self.accel.create_vcpu(0, io)
         if (self.virtio or self.virtio_mmio) and hasattr(self.vcpu, "install_block_hook"):
             self.vcpu.install_block_hook()  # tcg: MMIO devices interrupt through a safe stop (see TcgVCpu.kick)
         self.pic.master.on_output = self._intr_changed
@@ -286,10 +293,14 @@ class Machine:
                        "virtio-balloon-pci, virtio-balloon-device, virtio-console-pci, virtio-console-device)")  # fmt: skip
 
     def _intr_changed(self, level: bool) -> None:
-        """The PIC's INTR output changed. Raised during a port access the vCPU is serving:
-        make run() return so the loop can deliver (outside run(), the loop looks anyway)."""
-        if level and self._in_guest:
-            self.vcpu.kick()
+        """The PIC's INTR output changed, during a port access the vCPU is serving or on a
+        device thread: make run() return so the loop can deliver, or wake a halted guest
+        (between the two, the loop looks anyway)."""
+        if level:
+            if self._in_guest:
+                self.vcpu.kick()
+            elif not _main_thread():
+                self._wake.set()
 
     # SystemControl: what devices may ask of the machine --------------------------------------
     def request_exit(self, status: int) -> None:
@@ -335,9 +346,13 @@ class Machine:
         start = time.monotonic_ns()
         if self.display is not None:
             self.display.start()
+        for thread in self.device_threads:
+            thread.start()
         try:
             return self._loop(kicker)
         finally:
+            for thread in self.device_threads:
+                thread.stop()
             if self.display is not None:
                 self.display.stop()
             self.wall_ns = time.monotonic_ns() - start
@@ -359,25 +374,26 @@ class Machine:
         threading.Thread(target=self._wake.set, name="emu-signal-wake", daemon=True).start()
 
     def _loop(self, kicker: Kicker) -> int:
-        vcpu = self.vcpu
+        vcpu, lock = self.vcpu, self.lock
         while True:
-            self._service_devices()
-            if self._fatal is not None:
-                raise self._fatal
-            if self.exit_status is not None:
-                return self.exit_status
-            if self._reset_requested:
-                print("emu: guest requested a reset; stopping (reboot is not implemented)", file=sys.stderr)
-                return 0
-            window = self._update_interrupts()
-            deadline = self.clock.next_deadline()
-            if window and self._poll_window:
-                deadline = _earliest(deadline, time.monotonic_ns() + WINDOW_POLL_NS)
-            if vcpu.preempts_itself:  # tcg: instruction-count slices end the run at the deadline
-                vcpu.set_deadline(deadline)
-            else:
-                kicker.schedule(deadline)
-            self._in_guest = True
+            with lock:
+                self._service_devices()
+                if self._fatal is not None:
+                    raise self._fatal
+                if self.exit_status is not None:
+                    return self.exit_status
+                if self._reset_requested:
+                    print("emu: guest requested a reset; stopping (reboot is not implemented)", file=sys.stderr)
+                    return 0
+                window = self._update_interrupts()
+                deadline = self.clock.next_deadline()
+                if window and self._poll_window:
+                    deadline = _earliest(deadline, time.monotonic_ns() + WINDOW_POLL_NS)
+                if vcpu.preempts_itself:  # tcg: instruction-count slices end the run at the deadline
+                    vcpu.set_deadline(deadline)
+                else:
+                    kicker.schedule(deadline)
+                self._in_guest = True  # still under the lock: a device thread's interrupt kicks from here on
             try:
                 event = vcpu.run()
             finally:
@@ -498,9 +514,10 @@ class Machine:
             return False
         start = time.monotonic_ns()
         while self.exit_status is None:
-            self._service_devices()
-            if self.pic.has_interrupt():
-                break
+            with self.lock:
+                self._service_devices()
+                if self.pic.has_interrupt():
+                    break
             deadline = self.clock.next_deadline()
             timeout = None if deadline is None else max(0, deadline - time.monotonic_ns()) / 1e9
             self._wake.wait(timeout)
@@ -510,6 +527,8 @@ class Machine:
         return True
 
     def close(self) -> None:
+        for thread in self.device_threads:
+            thread.close()
         self.vcpu.close()
         self.accel.close()
         self.memory.close()
@@ -519,6 +538,30 @@ class Machine:
             disk.close()
         if self.firmware is not None:
             self.firmware.close()
+
+
+@dataclass
+class _LockedIo:
+    """The IoHandler the vCPU sees when device threads exist: each access under the device lock."""
+
+    buses: Buses
+    lock: threading.RLock
+
+    def port_read(self, port: int, size: int) -> int:
+        with self.lock:
+            return self.buses.ports.read(port, size)
+
+    def port_write(self, port: int, size: int, value: int) -> None:
+        with self.lock:
+            self.buses.ports.write(port, size, value)
+
+    def mmio_read(self, address: int, size: int) -> int:
+        with self.lock:
+            return self.buses.mmio.read(address, size)
+
+    def mmio_write(self, address: int, size: int, value: int) -> None:
+        with self.lock:
+            self.buses.mmio.write(address, size, value)
 
 
 @dataclass

@@ -12,7 +12,7 @@
 struct last_block {
     uint64_t address;
     uint32_t size;
-    uint32_t stop;                /* set by emu: stop the run here, at a block boundary */
+    uint32_t stop;                /* 1 from emu: stop at the next block boundary; 2: stopped */
     int (*emu_stop)(void *uc);    /* uc_emu_stop */
 };
 
@@ -24,8 +24,8 @@ void lb_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
     struct last_block *last = user_data;
     last->address = address;
     last->size = size;
-    if (last->stop) {
-        last->stop = 0;
+    if (last->stop == 1) {
+        last->stop = 2;           /* emu reads it: this run ended here, at a kick, not at hlt */
         last->emu_stop(uc);
     }
 }

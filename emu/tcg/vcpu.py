@@ -292,6 +292,8 @@ class TcgVCpu(VCpu):
             self._running = True
             if self._last_block is not None:
                 struct.pack_into("<Q", self._last_block, 0, NO_BLOCK)
+                if struct.unpack_from("<I", self._last_block, 12)[0] == 2:
+                    struct.pack_into("<I", self._last_block, 12, 0)  # a stop already reported as a kick
             rflags = self._reg(UC_X86_REG_RFLAGS)
             if rflags & RFLAGS_RF:
                 # RF (set by an IRET from a fault handler) lasts for one instruction: the CPU
@@ -339,6 +341,9 @@ class TcgVCpu(VCpu):
                 continue
             if self._kick.is_set():
                 continue  # returns KickExit at the top of the loop
+            if self._last_block is not None and struct.unpack_from("<I", self._last_block, 12)[0] == 2:
+                struct.pack_into("<I", self._last_block, 12, 0)
+                continue  # stopped at a block boundary by a kick that an earlier return already reported
             if budget and not self._stopped_after_hlt():
                 self._measure_rate(budget, _ns() - start)
                 continue  # the slice was spent; the top of the loop checks the deadline
@@ -629,7 +634,9 @@ class TcgVCpu(VCpu):
 
     def kick(self) -> None:
         self._kick.set()
-        if self._in_mmio and threading.get_ident() == self._vcpu_thread:
+        if threading.get_ident() != self._vcpu_thread:
+            self._stop_after_mmio()  # a device thread: stop at the next block boundary, where RIP is exact
+        elif self._in_mmio:
             self._stop_after_mmio()  # raised from a device inside an MMIO callback: not here
         else:
             self.uc.emu_stop()
