@@ -39,8 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-nographic", "--nographic", action="store_true",
                    help="no screen: the BIOS's int 10h text goes to stdout (also when stdout is not a terminal)")
     p.add_argument("--screendump", metavar="FILE", help="write the final VGA text screen to FILE")
-    p.add_argument("-device", "--device", action="append", default=[], metavar="DRIVER",
-                   help="add a PCI device, in QEMU's words: virtio-rng-pci")  # fmt: skip
+    p.add_argument("-device", "--device", action="append", default=[], metavar="DRIVER[,OPTION=VALUE...]",
+                   help="add a device, in QEMU's words: virtio-{rng,balloon,console,net}-pci (PCI) or "
+                        "-device (virtio-mmio); virtio-net takes netdev=ID[,mac=MAC]")  # fmt: skip
+    p.add_argument("-netdev", "--netdev", action="append", default=[], metavar="TYPE,id=ID,...",
+                   help="a host network backend for a NIC: tap,id=ID,ifname=TAP[,script=no] or "
+                        "socket,id=ID,udp=HOST:PORT,localaddr=HOST:PORT | listen=[HOST]:PORT | connect=HOST:PORT")  # fmt: skip
     p.add_argument("--accel", choices=("tcg", "kvm"), default="tcg", help="how to run guest code (default tcg)")
     p.add_argument("-m", dest="memory", default="128", metavar="MiB", help="guest RAM in MiB (default 128)")
     p.add_argument("--append", "-append", default="", metavar="CMDLINE", help="kernel command line")
@@ -157,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                                mmu=args.mmu, mem_backing=args.mem_backing, dirty_log=args.dirty_log,
                                bios=Path(args.bios) if args.bios else None,
                                screendump=Path(args.screendump) if args.screendump else None,
-                               nographic=args.nographic, devices=args.device, virtio_drives=virtio)  # fmt: skip
+                               nographic=args.nographic, devices=args.device, virtio_drives=virtio,
+                               netdevs=args.netdev)  # fmt: skip
         machine = Machine(config)
         status = machine.run()
     except (EmuError, GuestError) as err:

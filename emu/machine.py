@@ -47,6 +47,8 @@ from .devices.virtio.blk import VirtioBlk
 from .devices.virtio.console import VirtioConsole
 from .devices.virtio.device import VirtioDevice
 from .devices.virtio.iothread import DeviceThread
+from .devices.virtio.net import DEFAULT_MAC, VirtioNet, parse_mac
+from .net import NetBackend, parse_netdev
 from .devices.virtio.mmio import WINDOW as MMIO_WINDOW
 from .devices.virtio.mmio import VirtioMmio
 from .devices.virtio.rng import VirtioRng
@@ -92,6 +94,7 @@ class MachineConfig:
     icount_shift: int = 3  # deterministic: 2**shift ns of guest time per instruction
     devices: list[str] = field(default_factory=list)  # -device DRIVER[,...]: PCI devices from slot 2 up
     virtio_drives: list[tuple[Path, bool]] = field(default_factory=list)  # -drive if=virtio: (image, read-only)
+    netdevs: list[str] = field(default_factory=list)  # -netdev TYPE,id=ID,...: host backends for NICs
 
 
 MMIO_BASE = 0xFEB0_0000  # virtio-mmio windows, 4 KiB apart, below the IOAPIC's page
@@ -194,6 +197,12 @@ class Machine:
         self.lock = threading.RLock()  # the device lock (see the module doc)
         self._build_devices()
         self.device_threads = [DeviceThread(t.device, self.lock) for t in [*self.virtio, *self.virtio_mmio]]
+        for thread in self.device_threads:
+            if isinstance(thread.device, VirtioNet):
+                thread.device.attach_backend(thread)
+        for netdev in self.netdevs.keys() - self._netdevs_used:
+            print(f"emu: warning: -netdev {netdev} has no NIC (add -device virtio-net-pci,netdev={netdev})",
+                  file=sys.stderr)  # fmt: skip
         io = _LockedIo(self.buses, self.lock) if self.device_threads else self.buses
         self.vcpu = self.accel.create_vcpu(0, io)
         if (self.virtio or self.virtio_mmio) and hasattr(self.vcpu, "install_block_hook"):
@@ -251,6 +260,14 @@ class Machine:
         self.pci.attach(1, 0, self.isa_bridge)
         self.virtio: list[VirtioPci] = []
         self.disks: list[DiskImage] = []
+        self.netdevs: dict[str, NetBackend] = {}
+        self._netdevs_used: set[str] = set()
+        for spec in self.config.netdevs:
+            backend = parse_netdev(spec)
+            if backend.id in self.netdevs:
+                backend.close()
+                raise EmuError(f"-netdev {spec}: id {backend.id} is taken")
+            self.netdevs[backend.id] = backend
         functions = [self._virtio_disk(path, readonly) for path, readonly in self.config.virtio_drives]
         functions += [self._pci_device(spec) for spec in self.config.devices if not spec.endswith("-device")]
         # virtio-mmio devices: fixed windows and ISA IRQs, announced on the kernel command line
@@ -280,9 +297,12 @@ class Machine:
         return VirtioPci(device=self._virtio_device(spec))
 
     def _virtio_device(self, spec: str) -> VirtioDevice:
-        driver, *options = spec.split(",")
+        driver, *items = spec.split(",")
+        options = dict(item.partition("=")[::2] for item in items)
+        if driver in ("virtio-net-pci", "virtio-net-device"):
+            return self._virtio_net(spec, options)
         if options:
-            raise EmuError(f"-device {spec}: options are not supported yet")
+            raise EmuError(f"-device {spec}: {driver} takes no options")
         if driver in ("virtio-rng-pci", "virtio-rng-device"):
             return VirtioRng(self.memory)
         if driver in ("virtio-balloon-pci", "virtio-balloon-device"):
@@ -290,7 +310,26 @@ class Machine:
         if driver in ("virtio-console-pci", "virtio-console-device"):  # one port, on the terminal
             return VirtioConsole(self.memory, sink=self.stdout)
         raise EmuError(f"-device {driver}: emu has no such device (it has: virtio-rng-pci, virtio-rng-device, "
-                       "virtio-balloon-pci, virtio-balloon-device, virtio-console-pci, virtio-console-device)")  # fmt: skip
+                       "virtio-balloon-pci, virtio-balloon-device, virtio-console-pci, virtio-console-device, "
+                       "virtio-net-pci, virtio-net-device)")  # fmt: skip
+
+    def _virtio_net(self, spec: str, options: dict[str, str]) -> VirtioNet:
+        """`-device virtio-net-pci,netdev=ID[,mac=52:54:00:12:34:56]`: a NIC on a -netdev backend."""
+        netdev = options.pop("netdev", "")
+        mac_text = options.pop("mac", "")
+        if options:
+            raise EmuError(f"-device {spec}: virtio-net takes netdev= and mac=, not {', '.join(sorted(options))}")
+        if netdev not in self.netdevs:
+            known = ", ".join(sorted(self.netdevs)) or "none was given"
+            raise EmuError(f"-device {spec}: netdev={netdev} names no -netdev (ids: {known})")
+        if netdev in self._netdevs_used:
+            raise EmuError(f"-device {spec}: -netdev {netdev} already has a NIC")
+        self._netdevs_used.add(netdev)
+        try:
+            mac = parse_mac(mac_text) if mac_text else bytes([*DEFAULT_MAC[:5], DEFAULT_MAC[5] + len(self._netdevs_used) - 1])
+        except ValueError as error:
+            raise EmuError(f"-device {spec}: {error}") from None
+        return VirtioNet(self.memory, mac=mac, backend=self.netdevs[netdev])
 
     def _intr_changed(self, level: bool) -> None:
         """The PIC's INTR output changed, during a port access the vCPU is serving or on a
@@ -529,6 +568,8 @@ class Machine:
     def close(self) -> None:
         for thread in self.device_threads:
             thread.close()
+        for backend in self.netdevs.values():
+            backend.close()
         self.vcpu.close()
         self.accel.close()
         self.memory.close()
