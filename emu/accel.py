@@ -423,6 +423,19 @@ class VCpu(ABC):
         """Release host resources."""
 
 
+@dataclass(frozen=True)
+class IoEventFd:
+    """A guest write that the accelerator turns into an eventfd signal itself, without an exit
+    to emu (KVM_IOEVENTFD): `length` bytes (0: any) at `address`, only the value `datamatch`
+    if given, in port space if `pio`."""
+
+    address: int
+    length: int
+    fd: int
+    datamatch: int | None = None
+    pio: bool = False
+
+
 class Accelerator(ABC):
     """A way to run guest instructions: 'tcg' (Unicorn) or 'kvm' (/dev/kvm)."""
 
@@ -437,6 +450,14 @@ class Accelerator(ABC):
 
     def notify_host_write(self, guest_address: int, size: int) -> None:  # noqa: B027
         """The host wrote guest RAM (loader, DMA): drop anything cached from that range."""
+
+    def add_ioeventfd(self, event: IoEventFd) -> bool:
+        """Signal `event.fd` on that guest write without an exit; False if this accelerator
+        cannot (tcg: the write reaches emu's IO hook, which signals the eventfd itself)."""
+        return False
+
+    def remove_ioeventfd(self, event: IoEventFd) -> None:  # noqa: B027
+        """Undo add_ioeventfd (the BAR moved, or the machine is shutting down)."""
 
     def enable_dirty_log(self) -> None:
         """Start logging which RAM pages the guest writes (--dirty-log)."""

@@ -35,13 +35,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .accel import DebugExit as StepExit
+from .accel import IoEventFd
 from .accel import (Accelerator, HaltExit, InternalErrorExit, InterruptWindowExit, KickExit,
                     ShutdownExit, VCpu)  # fmt: skip
 from .clock import Clock, InstructionClock
 from .devices.bus import Buses
 from .devices.debug_exit import DebugExit
 from .devices.pci import I440fxHostBridge, PciHost, Piix3IsaBridge
-from .devices.virtio.pci import VirtioPci
+from .devices.virtio.pci import BAR_INDEX as VIRTIO_PCI_BAR
+from .devices.virtio.pci import NOTIFY as VIRTIO_PCI_NOTIFY
+from .devices.virtio.pci import NOTIFY_MULTIPLIER, VirtioPci
 from .devices.virtio.balloon import VirtioBalloon
 from .devices.virtio.blk import VirtioBlk
 from .devices.virtio.console import VirtioConsole
@@ -94,6 +97,7 @@ class MachineConfig:
     icount_shift: int = 3  # deterministic: 2**shift ns of guest time per instruction
     devices: list[str] = field(default_factory=list)  # -device DRIVER[,...]: PCI devices from slot 2 up
     virtio_drives: list[tuple[Path, bool]] = field(default_factory=list)  # -drive if=virtio: (image, read-only)
+    ioeventfd: bool = True  # kvm: queue notifications signal the device thread's eventfd in the kernel
     netdevs: list[str] = field(default_factory=list)  # -netdev TYPE,id=ID,...: host backends for NICs
 
 
@@ -197,6 +201,12 @@ class Machine:
         self.lock = threading.RLock()  # the device lock (see the module doc)
         self._build_devices()
         self.device_threads = [DeviceThread(t.device, self.lock) for t in [*self.virtio, *self.virtio_mmio]]
+        self._transports = list(zip([*self.virtio, *self.virtio_mmio], self.device_threads))
+        self._ioeventfds: dict[int, set[IoEventFd]] = {}  # id(transport) -> registered
+        self.ioeventfd_transports: set[int] = set()  # id() of those that ever had ioeventfds
+        self._threads_running = False
+        for transport in self.virtio:
+            transport.on_bars_changed = self._bars_changed
         for thread in self.device_threads:
             if isinstance(thread.device, VirtioNet):
                 thread.device.attach_backend(thread)
@@ -331,6 +341,36 @@ class Machine:
             raise EmuError(f"-device {spec}: {error}") from None
         return VirtioNet(self.memory, mac=mac, backend=self.netdevs[netdev])
 
+    # ioeventfds: where each queue's notification register is now ----------------------------
+    def _bars_changed(self, function: VirtioPci) -> None:
+        self.pci.map_bars(function)
+        self._sync_ioeventfds(function)
+
+    def _notify_writes(self, transport: VirtioPci | VirtioMmio, thread: DeviceThread) -> set[IoEventFd]:
+        """The guest writes that notify each queue, as QEMU registers them: any write to the
+        queue's own address in the modern PCI notify region, the queue's index written to
+        QueueNotify on virtio-mmio."""
+        if not (self._threads_running and self.config.ioeventfd):
+            return set()
+        if isinstance(transport, VirtioMmio):
+            base = MMIO_BASE + 0x1000 * self.virtio_mmio.index(transport)
+            return {IoEventFd(base + 0x50, 4, fd, datamatch=i) for i, fd in enumerate(thread.eventfds)}
+        bars = dict(transport.decoded_bars())
+        bar = bars.get(VIRTIO_PCI_BAR)
+        if bar is None or bar.address == 0:
+            return set()
+        notify = bar.address + VIRTIO_PCI_NOTIFY
+        return {IoEventFd(notify + NOTIFY_MULTIPLIER * i, 0, fd) for i, fd in enumerate(thread.eventfds)}
+
+    def _sync_ioeventfds(self, transport: VirtioPci | VirtioMmio) -> None:
+        thread = next(t for tr, t in self._transports if tr is transport)
+        wanted, have = self._notify_writes(transport, thread), self._ioeventfds.get(id(transport), set())
+        for event in have - wanted:
+            self.accel.remove_ioeventfd(event)
+        self._ioeventfds[id(transport)] = now = (have & wanted) | {e for e in wanted - have if self.accel.add_ioeventfd(e)}
+        if now:
+            self.ioeventfd_transports.add(id(transport))
+
     def _intr_changed(self, level: bool) -> None:
         """The PIC's INTR output changed, during a port access the vCPU is serving or on a
         device thread: make run() return so the loop can deliver, or wake a halted guest
@@ -387,9 +427,15 @@ class Machine:
             self.display.start()
         for thread in self.device_threads:
             thread.start()
+        self._threads_running = True
+        for transport, _ in self._transports:
+            self._sync_ioeventfds(transport)
         try:
             return self._loop(kicker)
         finally:
+            self._threads_running = False
+            for transport, _ in self._transports:
+                self._sync_ioeventfds(transport)
             for thread in self.device_threads:
                 thread.stop()
             if self.display is not None:

@@ -47,14 +47,26 @@ def collect(machine: "Machine") -> dict:
 
 
 def devices_report(machine: "Machine") -> list[dict]:
-    """Per virtio device and queue: notifications, requests, bytes and interrupts raised."""
+    """Per virtio device and queue: notifications (and the exits to emu they cost), requests,
+    bytes and interrupts raised; how notifications arrived; the device thread's wake-ups."""
     out = []
-    for pci in machine.virtio:
-        device = pci.device
+    for (transport, thread), name in zip(machine._transports, _transport_names(machine)):
+        device = transport.device
         queues = [{"index": i, **vars(c)} for i, c in enumerate(device.counters)]
-        out.append({"name": device.name, "status": device.status, "resets": device.resets,
-                    "errors": len(device.errors), "queues": queues})  # fmt: skip
+        ioeventfds = id(transport) in machine.ioeventfd_transports
+        entry = {"name": device.name, "transport": name, "status": device.status, "resets": device.resets,
+                 "errors": len(device.errors), "queues": queues, "thread_wakeups": thread.wakeups,
+                 "notify_path": "ioeventfd" if ioeventfds else "exit" if machine.accel.name == "kvm" else "io hook"}  # fmt: skip
+        net = getattr(device, "net", None)
+        if net is not None:
+            entry["net"] = vars(net) | {"backend": device.backend.id if device.backend else None}
+        out.append(entry)
     return out
+
+
+def _transport_names(machine: "Machine") -> list[str]:
+    pci = [f"pci 00:{slot:02x}.0" for slot in range(2, 2 + len(machine.virtio))]
+    return pci + [f"mmio {0xFEB0_0000 + 0x1000 * i:#x}" for i in range(len(machine.virtio_mmio))]
 
 
 def firmware_report(machine: "Machine") -> dict | None:
@@ -138,10 +150,17 @@ def report_table(machine: "Machine") -> str:
             lines.append(f"disk (ata0): {disk['sectors_read']} sectors read, {disk['sectors_written']} written, "
                          f"{disk['flushes']} flushes; commands: {commands}")
     for device in data["devices"]:
+        lines.append(f"{device['name']} ({device['transport']}): notifications by {device['notify_path']}, "
+                     f"device thread woke {device['thread_wakeups']} times")  # fmt: skip
         for q in device["queues"]:
-            lines.append(f"{device['name']} queue {q['index']}: {q['notifications']} notifications, {q['requests']} "
-                         f"requests, {q['bytes_written']} bytes written, {q['bytes_read']} read, "
-                         f"{q['interrupts']} interrupts")  # fmt: skip
+            lines.append(f"{device['name']} queue {q['index']}: {q['notifications']} notifications "
+                         f"({q['exits']} exits to emu), {q['requests']} requests, {q['bytes_written']} bytes "
+                         f"written, {q['bytes_read']} read, {q['interrupts']} interrupts")  # fmt: skip
+        if "net" in device:
+            net = device["net"]
+            lines.append(f"{device['name']}: {net['frames_sent']} frames sent, {net['frames_received']} received "
+                         f"(backend {net['backend']}), {net['dropped_no_buffer']} too large for their buffer, "
+                         f"{net['backend_pauses']} pauses for want of receive buffers")  # fmt: skip
         if device["errors"]:
             lines.append(f"{device['name']}: {device['errors']} protocol errors (DEVICE_NEEDS_RESET), "
                          f"{device['resets']} resets")  # fmt: skip

@@ -331,6 +331,35 @@ KVM_GUESTDBG_USE_SW_BP = 0x00010000
 KVM_GUESTDBG_USE_HW_BP = 0x00020000
 
 
+class kvm_ioeventfd(Structure):
+    """KVM_IOEVENTFD (api.rst §4.59): signal `fd` when the guest writes `len` bytes at `addr`
+    (any length if 0), optionally only the value `datamatch`; in port space with FLAG_PIO."""
+
+    _fields_ = [("datamatch", c_uint64), ("addr", c_uint64), ("len", c_uint32), ("fd", c_int),
+                ("flags", c_uint32), ("pad", c_uint8 * 36)]  # fmt: skip
+
+
+KVM_IOEVENTFD_FLAG_DATAMATCH, KVM_IOEVENTFD_FLAG_PIO, KVM_IOEVENTFD_FLAG_DEASSIGN = 1 << 0, 1 << 1, 1 << 2
+
+
+class kvm_irqfd(Structure):
+    """KVM_IRQFD (api.rst §4.75): a write to `fd` raises interrupt line `gsi` of the in-kernel
+    irqchip. With FLAG_RESAMPLE the line is a level: KVM lowers it when the guest acknowledges
+    (EOI) the interrupt and then signals `resamplefd`, so the device can raise it again."""
+
+    _fields_ = [("fd", c_uint32), ("gsi", c_uint32), ("flags", c_uint32), ("resamplefd", c_uint32),
+                ("pad", c_uint8 * 16)]  # fmt: skip
+
+
+KVM_IRQFD_FLAG_DEASSIGN, KVM_IRQFD_FLAG_RESAMPLE = 1 << 0, 1 << 1
+
+
+class kvm_irq_level(Structure):
+    """KVM_IRQ_LINE (api.rst §4.25): drive in-kernel irqchip input `irq` to `level`."""
+
+    _fields_ = [("irq", c_uint32), ("level", c_uint32)]
+
+
 class kvm_enable_cap(Structure):
     """KVM_ENABLE_CAP (api.rst §4.37)."""
 
@@ -470,6 +499,10 @@ KVM_GET_DIRTY_LOG = _IOW(KVMIO, 0x42, kvm_dirty_log)
 KVM_SET_USER_MEMORY_REGION = _IOW(KVMIO, 0x46, kvm_userspace_memory_region)
 KVM_SET_TSS_ADDR = _IO(KVMIO, 0x47)
 KVM_SET_IDENTITY_MAP_ADDR = _IOW(KVMIO, 0x48, c_uint64)
+KVM_CREATE_IRQCHIP = _IO(KVMIO, 0x60)
+KVM_IRQ_LINE = _IOW(KVMIO, 0x61, kvm_irq_level)
+KVM_IRQFD = _IOW(KVMIO, 0x76, kvm_irqfd)
+KVM_IOEVENTFD = _IOW(KVMIO, 0x79, kvm_ioeventfd)
 KVM_ENABLE_CAP = _IOW(KVMIO, 0xA3, kvm_enable_cap)
 
 # vCPU ioctls (on a vCPU fd)
@@ -493,15 +526,20 @@ KVM_GET_DEBUGREGS = _IOR(KVMIO, 0xA1, kvm_debugregs)
 KVM_SET_DEBUGREGS = _IOW(KVMIO, 0xA2, kvm_debugregs)
 
 # Capabilities (KVM_CHECK_EXTENSION)
+KVM_CAP_IRQCHIP = 0
 KVM_CAP_USER_MEMORY = 3
 KVM_CAP_SET_TSS_ADDR = 4
 KVM_CAP_EXT_CPUID = 7
 KVM_CAP_NR_MEMSLOTS = 10
+KVM_CAP_IRQFD = 32
+KVM_CAP_IOEVENTFD = 36
 KVM_CAP_SET_IDENTITY_MAP_ADDR = 37
 KVM_CAP_INTERNAL_ERROR_DATA = 40
 KVM_CAP_MAX_VCPUS = 66
 KVM_CAP_SYNC_REGS = 74
 KVM_CAP_READONLY_MEM = 81
+KVM_CAP_IRQFD_RESAMPLE = 82
+KVM_CAP_IOEVENTFD_ANY_LENGTH = 122
 KVM_CAP_IMMEDIATE_EXIT = 136
 KVM_CAP_EXIT_ON_EMULATION_FAILURE = 204
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..accel import Accelerator, DirtyLogStats, IoHandler, MemoryRegion
+from ..accel import Accelerator, DirtyLogStats, IoEventFd, IoHandler, MemoryRegion
 from ..errors import EmuError
 from . import api
 from .api import KvmError, ioctl, ioctl_raw
@@ -228,6 +228,7 @@ class KvmAccelerator(Accelerator):
         self.regions: list[MemoryRegion] = []
         self.slots: list[MemorySlot] = []
         self.vcpus: list[KvmVCpu] = []
+        self.ioeventfds: set[IoEventFd] = set()
         self.dirty_logging = False
         self.dirty = DirtyLogStats()
         self._dirty_started_ns = self._dirty_synced_ns = 0
@@ -398,7 +399,31 @@ class KvmAccelerator(Accelerator):
         self.vcpus.append(vcpu)
         return vcpu
 
+    # --- ioeventfd ---------------------------------------------------------------------------
+
+    def add_ioeventfd(self, event: IoEventFd) -> bool:
+        """KVM_IOEVENTFD: KVM signals the eventfd inside its own exit handler and resumes the
+        guest; the write never reaches emu. False if this KVM refuses (then it does)."""
+        if not self.check_extension(api.KVM_CAP_IOEVENTFD):
+            return False
+        try:
+            ioctl(self.vm_fd, api.KVM_IOEVENTFD, ctypes.byref(_ioeventfd(event, deassign=False)))
+        except KvmError:
+            return False
+        self.ioeventfds.add(event)
+        return True
+
+    def remove_ioeventfd(self, event: IoEventFd) -> None:
+        if event in self.ioeventfds:
+            self.ioeventfds.discard(event)
+            try:
+                ioctl(self.vm_fd, api.KVM_IOEVENTFD, ctypes.byref(_ioeventfd(event, deassign=True)))
+            except KvmError:
+                pass
+
     def close(self) -> None:
+        for event in list(self.ioeventfds):
+            self.remove_ioeventfd(event)
         for vcpu in self.vcpus:
             vcpu.close()
         self.vcpus.clear()
@@ -407,3 +432,10 @@ class KvmAccelerator(Accelerator):
             if fd >= 0:
                 os.close(fd)
                 setattr(self, name, -1)
+
+
+def _ioeventfd(event: IoEventFd, deassign: bool) -> api.kvm_ioeventfd:
+    flags = (api.KVM_IOEVENTFD_FLAG_DATAMATCH if event.datamatch is not None else 0) | \
+        (api.KVM_IOEVENTFD_FLAG_PIO if event.pio else 0) | (api.KVM_IOEVENTFD_FLAG_DEASSIGN if deassign else 0)
+    return api.kvm_ioeventfd(datamatch=event.datamatch or 0, addr=event.address, len=event.length, fd=event.fd,
+                             flags=flags)  # fmt: skip
