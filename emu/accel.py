@@ -451,6 +451,11 @@ class Accelerator(ABC):
     def notify_host_write(self, guest_address: int, size: int) -> None:  # noqa: B027
         """The host wrote guest RAM (loader, DMA): drop anything cached from that range."""
 
+    def create_irqchip(self):  # -> emu.kvm_accel.irqchip.KernelIrqChip
+        """Move the interrupt controllers into the accelerator (--irqchip kernel)."""
+        raise EmuError(f"--irqchip kernel is a kvm feature (KVM_CREATE_IRQCHIP); --accel {self.name} "
+                       "has emu's own PIC only")  # fmt: skip
+
     def add_ioeventfd(self, event: IoEventFd) -> bool:
         """Signal `event.fd` on that guest write without an exit; False if this accelerator
         cannot (tcg: the write reaches emu's IO hook, which signals the eventfd itself)."""

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a host network backend for a NIC: tap,id=ID,ifname=TAP[,script=no] or "
                         "socket,id=ID,udp=HOST:PORT,localaddr=HOST:PORT | listen=[HOST]:PORT | connect=HOST:PORT")  # fmt: skip
     p.add_argument("--accel", choices=("tcg", "kvm"), default="tcg", help="how to run guest code (default tcg)")
+    p.add_argument("--irqchip", choices=("user", "kernel"), default="user",
+                   help="kvm: emu's PIC with KVM_INTERRUPT (user, default) or KVM's in-kernel irqchip, with "
+                        "irqfds for PCI interrupts (kernel)")  # fmt: skip
     p.add_argument("--ioeventfd", choices=("on", "off"), default="on",
                    help="kvm: queue notifications signal the device thread's eventfd inside KVM (KVM_IOEVENTFD, "
                         "default) or reach emu as VM exits (off)")  # fmt: skip
@@ -165,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                                bios=Path(args.bios) if args.bios else None,
                                screendump=Path(args.screendump) if args.screendump else None,
                                nographic=args.nographic, devices=args.device, virtio_drives=virtio,
-                               netdevs=args.netdev, ioeventfd=args.ioeventfd == "on")  # fmt: skip
+                               netdevs=args.netdev, ioeventfd=args.ioeventfd == "on",
+                               irqchip=args.irqchip)  # fmt: skip
         machine = Machine(config)
         status = machine.run()
     except (EmuError, GuestError) as err:

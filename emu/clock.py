@@ -47,6 +47,7 @@ class Clock:
     _heap: list[tuple[int, int, int, Timer]] = field(default_factory=list)
     _seq: itertools.count = field(default_factory=itertools.count)
     fired: int = 0
+    on_armed: Callable[[int], None] | None = None  # told of each new deadline (a kicker to move earlier)
 
     @staticmethod
     def now_ns() -> int:
@@ -58,6 +59,8 @@ class Clock:
     def _push(self, timer: Timer) -> None:
         assert timer.deadline_ns is not None
         heapq.heappush(self._heap, (timer.deadline_ns, next(self._seq), timer._generation, timer))
+        if self.on_armed is not None:
+            self.on_armed(timer.deadline_ns)
 
     def next_deadline(self) -> int | None:
         heap = self._heap

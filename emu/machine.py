@@ -98,6 +98,7 @@ class MachineConfig:
     devices: list[str] = field(default_factory=list)  # -device DRIVER[,...]: PCI devices from slot 2 up
     virtio_drives: list[tuple[Path, bool]] = field(default_factory=list)  # -drive if=virtio: (image, read-only)
     ioeventfd: bool = True  # kvm: queue notifications signal the device thread's eventfd in the kernel
+    irqchip: str = "user"  # kvm: "user" (emu's PIC, KVM_INTERRUPT) or "kernel" (KVM_CREATE_IRQCHIP, irqfds)
     netdevs: list[str] = field(default_factory=list)  # -netdev TYPE,id=ID,...: host backends for NICs
 
 
@@ -128,6 +129,16 @@ class Kicker(threading.Thread):
             self._deadline = deadline_ns
             if deadline_ns is not None and (self._sleeping_until is None or deadline_ns < self._sleeping_until):
                 self._cond.notify()
+
+    def schedule_earlier(self, deadline_ns: int) -> None:
+        """A device armed a timer while the vCPU ran (in an exit served inside run()): kick by
+        then if that is sooner than planned. With the in-kernel irqchip the guest's `hlt` stays
+        in KVM, so no halt exit would bring the loop back to look at the timers otherwise."""
+        with self._cond:
+            if self._deadline is None or deadline_ns < self._deadline:
+                self._deadline = deadline_ns
+                if self._sleeping_until is None or deadline_ns < self._sleeping_until:
+                    self._cond.notify()
 
     def stop(self) -> None:
         with self._cond:
@@ -236,18 +247,25 @@ class Machine:
         ports = self.buses.ports
         self.pic = Pic8259Pair()
         self.pic.register(ports)
-        self.pit = Pit8254(self.clock, self.pic.line(0))
+        # Interrupt wires: into emu's PIC, or with --irqchip kernel into KVM's (ISA devices by
+        # KVM_IRQ_LINE, PCI and virtio-mmio interrupts by irqfds; emu.kvm_accel.irqchip)
+        self.irqchip = None
+        self._line = self._pci_line = self.pic.line
+        if self.config.irqchip == "kernel":
+            self.irqchip = self.accel.create_irqchip()
+            self._line, self._pci_line = self.irqchip.line, self.irqchip.irqfd_line
+        self.pit = Pit8254(self.clock, self._line(0))
         ports.register(0x40, 4, self.pit, "pit")
         self.port_b = SystemControlPortB(self.pit)
         ports.register(0x61, 1, self.port_b, "port-b")
-        self.rtc = CmosRtc(self.clock, self.pic.line(8))
+        self.rtc = CmosRtc(self.clock, self._line(8))
         if isinstance(self.clock, InstructionClock):  # the date, too, from the instruction count
             clock = self.clock
             self.rtc.wall_ns = lambda: DETERMINISTIC_EPOCH_NS + clock.now_ns()
         self.rtc.set_memory_size(self.memory.size, self.memory.layout.below_4g_size)
         ports.register(0x70, 2, self.rtc, "rtc")
         self.stdout = FdSink(on_closed=lambda: self.request_exit(141))  # 128 + SIGPIPE, as a shell reports it
-        self.uart = Uart16550(self.pic.line(COM1_IRQ), sink=self.stdout)
+        self.uart = Uart16550(self._line(COM1_IRQ), sink=self.stdout)
         ports.register(COM1_BASE, 8, _TerminalFeed(self.uart, self), "com1")
         self.vga: VgaText | None = None
         self.display: TerminalScreen | None = None
@@ -259,14 +277,14 @@ class Machine:
                 self.display = TerminalScreen(self.vga)
             self.console = FirmwareConsole(None if self.display else self.stdout.write, self._firmware_fatal)
             ports.register(0xE9, 4, self.console, "firmware-console")
-            self.ata = AtaController(DiskImage(self.config.kernel), self.pic.line(14))
+            self.ata = AtaController(DiskImage(self.config.kernel), self._line(14))
             self.ata.register(ports)
         ports.register(0xF4, 4, DebugExit(self), "isa-debug-exit")
         # The PC chipset of QEMU's `-machine pc`: i440FX host bridge, PIIX3 ISA bridge (PCI IRQ routing)
         self.pci = PciHost(self, self.buses)
         self.pci.register(ports)
         self.pci.attach(0, 0, I440fxHostBridge())
-        self.isa_bridge = Piix3IsaBridge(irq_line=self.pic.line)
+        self.isa_bridge = Piix3IsaBridge(irq_line=self._pci_line)
         self.pci.attach(1, 0, self.isa_bridge)
         self.virtio: list[VirtioPci] = []
         self.disks: list[DiskImage] = []
@@ -287,7 +305,7 @@ class Machine:
             if len(self.virtio_mmio) == len(MMIO_IRQS):
                 raise EmuError(f"-device {spec}: at most {len(MMIO_IRQS)} virtio-mmio devices")
             base, irq = MMIO_BASE + 0x1000 * len(self.virtio_mmio), MMIO_IRQS[len(self.virtio_mmio)]
-            device = VirtioMmio(self._virtio_device(spec), self.pic.line(irq))
+            device = VirtioMmio(self._virtio_device(spec), self._pci_line(irq))
             self.buses.mmio.register(base, MMIO_WINDOW, device, f"virtio-mmio {spec}")
             self.virtio_mmio.append(device)
             self.kernel_parameters.append(f"virtio_mmio.device={MMIO_WINDOW}@{base:#x}:{irq}")
@@ -416,6 +434,8 @@ class Machine:
     def run(self) -> int:
         kicker = Kicker(self.vcpu)
         kicker.start()
+        if not self.vcpu.preempts_itself:
+            self.clock.on_armed = lambda deadline: kicker.schedule_earlier(deadline) if self._in_guest else None
         terminal = TerminalInput(self)
         terminal.start()
         self._terminal = terminal
@@ -427,6 +447,8 @@ class Machine:
             self.display.start()
         for thread in self.device_threads:
             thread.start()
+        if self.irqchip is not None:
+            self.irqchip.start()
         self._threads_running = True
         for transport, _ in self._transports:
             self._sync_ioeventfds(transport)
@@ -614,6 +636,8 @@ class Machine:
     def close(self) -> None:
         for thread in self.device_threads:
             thread.close()
+        if self.irqchip is not None:
+            self.irqchip.close()
         for backend in self.netdevs.values():
             backend.close()
         self.vcpu.close()

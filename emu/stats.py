@@ -18,6 +18,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .accel import ExitReason
+
 if TYPE_CHECKING:
     from .machine import Machine
 
@@ -43,7 +45,16 @@ def collect(machine: "Machine") -> dict:
         "memory": memory_report(machine),
         "firmware": firmware_report(machine),
         "devices": devices_report(machine),
+        "irqchip": irqchip_report(machine),
     }
+
+
+def irqchip_report(machine: "Machine") -> dict:
+    """Where interrupts were decided and how they reached the guest: emu's PIC and
+    KVM_INTERRUPT (or Unicorn, on tcg), or KVM's irqchip through KVM_IRQ_LINE and irqfds."""
+    if machine.irqchip is None:
+        return {"kind": "user", "injected": machine.vcpu.stats.counts.get(ExitReason.INTERRUPT, 0)}
+    return {"kind": "kernel", **vars(machine.irqchip.counters)}
 
 
 def devices_report(machine: "Machine") -> list[dict]:
@@ -164,6 +175,14 @@ def report_table(machine: "Machine") -> str:
         if device["errors"]:
             lines.append(f"{device['name']}: {device['errors']} protocol errors (DEVICE_NEEDS_RESET), "
                          f"{device['resets']} resets")  # fmt: skip
+    chip = data["irqchip"]
+    if chip["kind"] == "user":
+        how = "KVM_INTERRUPT" if data["accel"] == "kvm" else "delivered by emu through the guest IDT"
+        lines.append(f"irqchip: emu's PIC (userspace), {chip['injected']} interrupts injected ({how})")
+    else:
+        lines.append(f"irqchip: KVM's (in-kernel): {chip['irq_line_ioctls']} KVM_IRQ_LINE calls, "
+                     f"{chip['irqfd_writes']} irqfd writes, {chip['resamples']} resamples at EOI "
+                     f"({chip['reasserts']} re-raised)")  # fmt: skip
     mem = data["memory"]
     ranges = ", ".join(f"{r['guest_address']:#x}-{r['guest_address'] + r['size'] - 1:#x}" for r in mem["ranges"])
     lines.append(f"memory: {mem['size_mib']} MiB at {ranges}; backing {mem['backing']} (asked {mem['requested']}): "

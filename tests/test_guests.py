@@ -88,6 +88,15 @@ def test_guest_on_kvm(guest: str) -> None:
 
 @requires_kvm
 @pytest.mark.kvm
+@pytest.mark.parametrize("guest", ["irqs64", "idle64", "virtio64"])
+def test_guest_on_kvm_with_the_in_kernel_irqchip(guest: str) -> None:
+    """--irqchip kernel: KVM's PIC takes the PIT, UART and RTC lines by KVM_IRQ_LINE and the PCI
+    interrupts by irqfd, and the guest's `hlt` waits inside KVM; the transcript is the same."""
+    check(guest, "kvm", "--irqchip", "kernel")
+
+
+@requires_kvm
+@pytest.mark.kvm
 @pytest.mark.skipif(not HOST_IS_KVM_PVM, reason="checks how emu reports kvm_pvm's emulation failures")
 def test_kvm_internal_error_is_one_line() -> None:
     result = run_guest("rings32", "kvm")

@@ -47,6 +47,7 @@ from ..accel import Accelerator, DirtyLogStats, IoEventFd, IoHandler, MemoryRegi
 from ..errors import EmuError
 from . import api
 from .api import KvmError, ioctl, ioctl_raw
+from .irqchip import KernelIrqChip
 from .vcpu import KvmVCpu, install_kick_signal_handler
 
 if TYPE_CHECKING:
@@ -229,6 +230,7 @@ class KvmAccelerator(Accelerator):
         self.slots: list[MemorySlot] = []
         self.vcpus: list[KvmVCpu] = []
         self.ioeventfds: set[IoEventFd] = set()
+        self.irqchip: KernelIrqChip | None = None
         self.dirty_logging = False
         self.dirty = DirtyLogStats()
         self._dirty_started_ns = self._dirty_synced_ns = 0
@@ -399,7 +401,20 @@ class KvmAccelerator(Accelerator):
         self.vcpus.append(vcpu)
         return vcpu
 
-    # --- ioeventfd ---------------------------------------------------------------------------
+    # --- the in-kernel irqchip and ioeventfd -------------------------------------------------
+
+    def create_irqchip(self) -> KernelIrqChip:
+        """KVM_CREATE_IRQCHIP (before any vCPU): KVM's PIC, IOAPIC and local APICs."""
+        if self.vcpus:
+            raise EmuError("the in-kernel irqchip must exist before the vCPUs")
+        if not (self.check_extension(api.KVM_CAP_IRQCHIP) and self.check_extension(api.KVM_CAP_IRQFD_RESAMPLE)):
+            raise EmuError("--irqchip kernel: this host's KVM lacks KVM_CAP_IRQCHIP or KVM_CAP_IRQFD_RESAMPLE")
+        try:
+            self.irqchip = KernelIrqChip(self.vm_fd)
+        except KvmError as error:
+            raise EmuError(f"--irqchip kernel: {error}") from None
+        return self.irqchip
+
 
     def add_ioeventfd(self, event: IoEventFd) -> bool:
         """KVM_IOEVENTFD: KVM signals the eventfd inside its own exit handler and resumes the
