@@ -502,8 +502,11 @@ struct net_hdr { u8 flags, gso_type; u16 hdr_len, gso_size, csum_start, csum_off
 static u8 rx_buffers[RX_BUFFERS][RX_SIZE] __attribute__((aligned(16)));
 static struct { struct net_hdr hdr; u8 frame[FRAME]; } __attribute__((packed)) tx;
 static const char net_text[] = "a broadcast from the virtio64 guest";
+static const char net_answer[] = "an answer from the virtio64 guest";
+enum { NET_LOOPBACK, NET_SEND, NET_ECHO };    /* net=send / net=echo on the command line */
+static void net_peer(struct vdev *d, int mode);
 
-static void net_checks(struct vdev *d)
+static void net_checks(struct vdev *d, int mode)
 {
     if (!initialize(d, NET_F_MAC, 2))
         fail("feature negotiation or queue setup");
@@ -532,6 +535,10 @@ static void net_checks(struct vdev *d)
     for (int i = 14; i < FRAME; i++)
         tx.frame[i] = i - 14 < (int)sizeof(net_text) ? (u8)net_text[i - 14] : 0;
     txq->descs[0] = (struct desc){(u64)(ulong)&tx, sizeof(tx), 0, 0};
+    if (mode != NET_LOOPBACK) {
+        net_peer(d, mode);
+        return;
+    }
     u16 rx_old = rxq->used.idx, tx_old = txq->used.idx;
     int before = d->isr_queue;
     offer(d, 1);
@@ -563,9 +570,11 @@ static void net_checks(struct vdev *d)
     const struct net_hdr *hdr = (const struct net_hdr *)rx_buffers[id];
     const u8 *frame = rx_buffers[id] + sizeof(struct net_hdr);
     u32 length = rx_len - sizeof(struct net_hdr);
+    /* The same frame, whoever sent it: the source MAC is the sender's (this guest's own when
+     * the backend loops back; another guest's across a bridge or a socket pair). */
     int same = length == FRAME;
     for (int i = 0; same && i < FRAME; i++)
-        same = frame[i] == tx.frame[i];
+        same = (i >= 6 && i < 12) || frame[i] == tx.frame[i];
     kprintf("net: receive header flags %u, gso_type %u\n", hdr->flags, hdr->gso_type);
     kprintf("net: sent %u bytes, received %u bytes, frame %s\n", FRAME, length, same ? "matches" : "DIFFERS");
     kprintf("net: %u frame(s) sent, %u received\n", sent, received);
@@ -574,6 +583,50 @@ static void net_checks(struct vdev *d)
                 frame[9], frame[10], frame[11], frame[12], frame[13], (const char *)frame + 14);
     if (tx_len != 0 || !same || hdr->flags || hdr->gso_type || sent != 1 || received != 1 || d->isr_queue == before)
         fail("the frame");
+}
+
+/* Two guests on one wire: a bridge of two taps, or two sockets naming each other. The sender
+ * repeats its broadcast every 100 ms until an answer comes, for up to 10 s: the other guest's
+ * emu may not be up yet, and a frame sent with no one on the wire is lost, as on a real one.
+ * The echo waits up to 10 s for a frame and answers it once with its own. Each prints whom it
+ * heard (the frame's source MAC) and what; how many frames it took is not printed. */
+static void net_peer(struct vdev *d, int mode)
+{
+    struct virtq *rxq = &d->q[0], *txq = &d->q[1];
+    u16 rx_old = rxq->used.idx;
+    timer(1);
+    for (int last = -10; *(volatile u16 *)&rxq->used.idx == rx_old && ticks < 1000;) {
+        if (mode == NET_SEND && ticks - last >= 10 && *(volatile u16 *)&txq->used.idx == txq->avail.idx) {
+            offer(d, 1);
+            last = ticks;
+        }
+        __asm__ volatile("sti; hlt; cli" ::: "memory");
+    }
+    if (*(volatile u16 *)&rxq->used.idx == rx_old) {
+        timer(0);
+        kprintf("net: %s: nothing heard in 10 s\n", mode == NET_SEND ? "send" : "echo");
+        fail("no frame from the other guest");
+        return;
+    }
+    u32 id = rxq->used.ring[rx_old % QUEUE_SIZE].id, len = rxq->used.ring[rx_old % QUEUE_SIZE].len;
+    const u8 *frame = rx_buffers[id % RX_BUFFERS] + sizeof(struct net_hdr);
+    int ours = len == sizeof(struct net_hdr) + FRAME && frame[12] == 0x88 && frame[13] == 0xb5 && frame[FRAME - 1] == 0;
+    kprintf("net: %s: heard %02x:%02x:%02x:%02x:%02x:%02x: \"%s\"\n", mode == NET_SEND ? "send" : "echo", frame[6],
+            frame[7], frame[8], frame[9], frame[10], frame[11], ours ? (const char *)frame + 14 : "(not a virtio64 frame)");
+    if (!ours)
+        fail("the other guest's frame");
+    if (mode == NET_ECHO) {
+        for (int i = 14; i < FRAME; i++)
+            tx.frame[i] = i - 14 < (int)sizeof(net_answer) ? (u8)net_answer[i - 14] : 0;
+        u16 tx_old = txq->used.idx;
+        offer(d, 1);
+        for (int start = ticks; *(volatile u16 *)&txq->used.idx == tx_old && ticks < start + 100;)
+            __asm__ volatile("sti; hlt; cli" ::: "memory");
+        kprintf("net: echo: answered (transmit %s)\n", txq->used.idx != tx_old ? "used" : "NOT used in 1 s");
+        if (txq->used.idx == tx_old)
+            fail("the answer");
+    }
+    timer(0);
 }
 
 /* virtio-mmio devices are not discoverable: the command line names them, as Linux's
@@ -652,7 +705,9 @@ static int has_word(const char *s, const char *word)
 int guest_main(u32 magic, struct multiboot_info *mbi)
 {
     (void)magic;
-    int wait = (mbi->flags & MB_INFO_CMDLINE) && has_word((const char *)(ulong)mbi->cmdline, "wait");
+    const char *cmdline = (mbi->flags & MB_INFO_CMDLINE) ? (const char *)(ulong)mbi->cmdline : "";
+    int wait = has_word(cmdline, "wait");
+    int net_mode = has_word(cmdline, "net=send") ? NET_SEND : has_word(cmdline, "net=echo") ? NET_ECHO : NET_LOOPBACK;
     kputs("virtio: a virtio 1.x driver over PCI\n");
     pic_init();
     for (int slot = 0; slot < 32 && ndevices < 4; slot++) {   /* PCI devices first */
@@ -687,7 +742,7 @@ int guest_main(u32 magic, struct multiboot_info *mbi)
         else if (devices[i].type == TYPE_BALLOON)
             balloon_checks(&devices[i]);
         else if (devices[i].type == TYPE_NET)
-            net_checks(&devices[i]);
+            net_checks(&devices[i], net_mode);
     }
     kprintf(failures ? "virtio: FAILED, %d checks wrong\n" : "virtio: all checks passed\n", failures);
     return failures ? 3 : 0;
