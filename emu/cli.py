@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-device", "--device", action="append", default=[], metavar="DRIVER[,OPTION=VALUE...]",
                    help="add a device, in QEMU's words: virtio-{rng,balloon,console,net}-pci (PCI) or "
                         "-device (virtio-mmio); virtio-net takes netdev=ID[,mac=MAC]")  # fmt: skip
+    p.add_argument("-chardev", "--chardev", action="append", default=[], metavar="socket,id=ID,path=PATH",
+                   help="a Unix socket for virtio-console (-device virtio-console-pci,chardev=ID), QEMU's "
+                        "socket,id=ID,path=PATH,server=on,wait=off; without one the console writes to the terminal")  # fmt: skip
     p.add_argument("-netdev", "--netdev", action="append", default=[], metavar="TYPE,id=ID,...",
                    help="a host network backend for a NIC: tap,id=ID,ifname=TAP[,script=no] or "
                         "socket,id=ID,udp=HOST:PORT,localaddr=HOST:PORT | listen=[HOST]:PORT | connect=HOST:PORT")  # fmt: skip
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                                bios=Path(args.bios) if args.bios else None,
                                screendump=Path(args.screendump) if args.screendump else None,
                                nographic=args.nographic, devices=args.device, virtio_drives=virtio,
-                               netdevs=args.netdev, ioeventfd=args.ioeventfd == "on",
+                               netdevs=args.netdev, chardevs=args.chardev, ioeventfd=args.ioeventfd == "on",
                                irqchip=args.irqchip)  # fmt: skip
         machine = Machine(config)
         status = machine.run()

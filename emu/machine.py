@@ -49,6 +49,7 @@ from .devices.virtio.balloon import VirtioBalloon
 from .devices.virtio.blk import VirtioBlk
 from .devices.virtio.console import VirtioConsole
 from .devices.virtio.device import VirtioDevice
+from .devices.chardev import UnixSocketChardev, parse_chardev
 from .devices.virtio.iothread import DeviceThread
 from .devices.virtio.net import DEFAULT_MAC, VirtioNet, parse_mac
 from .net import NetBackend, parse_netdev
@@ -100,6 +101,7 @@ class MachineConfig:
     ioeventfd: bool = True  # kvm: queue notifications signal the device thread's eventfd in the kernel
     irqchip: str = "user"  # kvm: "user" (emu's PIC, KVM_INTERRUPT) or "kernel" (KVM_CREATE_IRQCHIP, irqfds)
     netdevs: list[str] = field(default_factory=list)  # -netdev TYPE,id=ID,...: host backends for NICs
+    chardevs: list[str] = field(default_factory=list)  # -chardev socket,id=ID,path=PATH,...: for virtio-console
 
 
 MMIO_BASE = 0xFEB0_0000  # virtio-mmio windows, 4 KiB apart, below the IOAPIC's page
@@ -221,6 +223,8 @@ class Machine:
         for thread in self.device_threads:
             if isinstance(thread.device, VirtioNet):
                 thread.device.attach_backend(thread)
+            elif isinstance(thread.device, VirtioConsole) and isinstance(thread.device.sink, UnixSocketChardev):
+                thread.device.sink.attach(thread, thread.device.receive)
         for netdev in self.netdevs.keys() - self._netdevs_used:
             print(f"emu: warning: -netdev {netdev} has no NIC (add -device virtio-net-pci,netdev={netdev})",
                   file=sys.stderr)  # fmt: skip
@@ -288,6 +292,7 @@ class Machine:
         self.pci.attach(1, 0, self.isa_bridge)
         self.virtio: list[VirtioPci] = []
         self.disks: list[DiskImage] = []
+        self.chardevs = {c.id: c for c in map(parse_chardev, self.config.chardevs)}
         self.netdevs: dict[str, NetBackend] = {}
         self._netdevs_used: set[str] = set()
         for spec in self.config.netdevs:
@@ -329,6 +334,8 @@ class Machine:
         options = dict(item.partition("=")[::2] for item in items)
         if driver in ("virtio-net-pci", "virtio-net-device"):
             return self._virtio_net(spec, options)
+        if driver in ("virtio-console-pci", "virtio-console-device") and "chardev" in options:
+            return self._virtio_console(spec, options)
         if options:
             raise EmuError(f"-device {spec}: {driver} takes no options")
         if driver in ("virtio-rng-pci", "virtio-rng-device"):
@@ -340,6 +347,13 @@ class Machine:
         raise EmuError(f"-device {driver}: emu has no such device (it has: virtio-rng-pci, virtio-rng-device, "
                        "virtio-balloon-pci, virtio-balloon-device, virtio-console-pci, virtio-console-device, "
                        "virtio-net-pci, virtio-net-device)")  # fmt: skip
+
+    def _virtio_console(self, spec: str, options: dict[str, str]) -> VirtioConsole:
+        """`-device virtio-console-pci,chardev=ID`: the console on a -chardev socket (a Unix socket)."""
+        chardev = self.chardevs.get(options.pop("chardev"))
+        if chardev is None or options:
+            raise EmuError(f"-device {spec}: chardev= must name a -chardev (and nothing else may follow)")
+        return VirtioConsole(self.memory, sink=chardev)
 
     def _virtio_net(self, spec: str, options: dict[str, str]) -> VirtioNet:
         """`-device virtio-net-pci,netdev=ID[,mac=52:54:00:12:34:56]`: a NIC on a -netdev backend."""
@@ -638,7 +652,7 @@ class Machine:
             thread.close()
         if self.irqchip is not None:
             self.irqchip.close()
-        for backend in self.netdevs.values():
+        for backend in [*self.netdevs.values(), *self.chardevs.values()]:
             backend.close()
         self.vcpu.close()
         self.accel.close()
