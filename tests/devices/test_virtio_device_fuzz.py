@@ -6,6 +6,7 @@ outside guest RAM (GuestMemory refuses it), and the device works again after a r
 from __future__ import annotations
 
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,10 @@ from emu.devices.virtio.balloon import VirtioBalloon
 from emu.devices.virtio.blk import VirtioBlk
 from emu.devices.virtio.console import VirtioConsole
 from emu.devices.virtio.device import ACKNOWLEDGE, DEVICE_NEEDS_RESET, DRIVER, DRIVER_OK, F_VERSION_1, FEATURES_OK
+from emu.devices.virtio.net import VirtioNet
 from emu.devices.virtio.rng import VirtioRng
 from emu.memory import GuestMemory
+from emu.net.socket import UdpBackend
 
 from .test_virtqueue import RAM, SIZE, descriptor
 
@@ -49,6 +52,10 @@ def make(kind: str, memory: GuestMemory, disk: DiskImage):
         return VirtioBlk(memory, disk=disk)
     if kind == "console":
         return VirtioConsole(memory, sink=_Discard())
+    if kind == "net":  # on a real UDP socket that sends to itself: transmitted frames come back
+        backend = UdpBackend.open("fuzz", ("127.0.0.1", 0), ("127.0.0.1", 9))
+        backend.peer = backend.sock.getsockname()
+        return VirtioNet(memory, backend=backend)
     return VirtioBalloon(memory)
 
 
@@ -70,7 +77,7 @@ def start(device, queue_size: int = SIZE) -> None:
     device.set_status(ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK)
 
 
-@pytest.mark.parametrize("kind", ["rng", "blk", "balloon", "console"])
+@pytest.mark.parametrize("kind", ["rng", "blk", "balloon", "console", "net"])
 def test_devices_survive_random_and_adversarial_rings(kind: str, memory: GuestMemory, disk: DiskImage, capfd) -> None:
     device = make(kind, memory, disk)
     for i, (request_type, sector) in enumerate([(0, 0), (1, 1), (4, 0), (8, 0), (11, 0), (0, 63), (1, 2**40)]):
@@ -94,13 +101,15 @@ def test_devices_survive_random_and_adversarial_rings(kind: str, memory: GuestMe
                          + struct.pack("<QIHH", 0x40000, length, 1 | (2 if writable else 0), 2)
                          + struct.pack("<QIHH", 0x48000, 1, 2, 0))  # fmt: skip
             if kind != "blk":  # one buffer the device writes (rng, console input) or reads, of `length` bytes
-                writes = kind == "rng" or (kind == "console" and index == 0)
+                writes = kind == "rng" or (kind in ("console", "net") and index == 0)
                 memory.write(DESC + base, struct.pack("<QIHH", 0x40000, length, 2 if writes else 0, 0))
             heads = bytes(len(heads))
         memory.write(AVAIL + base, struct.pack("<HH", 0, len(heads)) + b"".join(struct.pack("<H", h % SIZE) for h in heads))
         device.queue_notified(index)
         if kind == "console":
             device.receive(raw[:8])  # input arriving while the ring is whatever the driver made it
+        if kind == "net":
+            device.backend_readable()  # frames arriving (those it sent itself) while the ring is whatever it is
         served["reset" if device.status & DEVICE_NEEDS_RESET else "ok"] += 1
 
     one()
@@ -111,6 +120,10 @@ def test_devices_survive_random_and_adversarial_rings(kind: str, memory: GuestMe
         memory.write(DESC, struct.pack("<QIHH", 0x40000, 16, 2, 0))
         if kind == "console":
             device.pending.extend(b"x")
+    elif kind == "net":  # a receive buffer, and a frame on its way to it
+        memory.write(DESC, struct.pack("<QIHH", 0x40000, 1526, 2, 0))
+        device.backend.send(bytes(60))
+        time.sleep(0.05)
     elif kind == "blk":
         memory.write(DESC, struct.pack("<QIHH", HEADERS, 16, 1, 1) + struct.pack("<QIHH", 0x40000, 512, 3, 2)
                      + struct.pack("<QIHH", 0x40200, 1, 2, 0))  # fmt: skip
@@ -120,3 +133,6 @@ def test_devices_survive_random_and_adversarial_rings(kind: str, memory: GuestMe
     memory.write(AVAIL, struct.pack("<HHH", 0, 1, 0))
     device.queue_notified(0)
     assert not device.status & DEVICE_NEEDS_RESET and memory.read_u16(USED + 2) == 1
+    if kind == "net":  # frames went out and came back in along the way
+        assert device.net.frames_sent > 100 and device.net.frames_received > 100, device.net
+        device.backend.close()
