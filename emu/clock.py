@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 class Timer:
     """A one-shot deadline that calls `callback(now_ns)`; re-arm it from the callback to repeat."""
 
-    clock: "Clock"
+    clock: Clock
     callback: Callable[[int], None]
     name: str = ""
     deadline_ns: int | None = None

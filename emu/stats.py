@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .machine import Machine
 
 
-def collect(machine: "Machine") -> dict:
+def collect(machine: Machine) -> dict:
     stats = machine.vcpu.stats
     wall = machine.wall_ns / 1e9
     guest = stats.guest_ns / 1e9
@@ -49,7 +49,7 @@ def collect(machine: "Machine") -> dict:
     }
 
 
-def irqchip_report(machine: "Machine") -> dict:
+def irqchip_report(machine: Machine) -> dict:
     """Where interrupts were decided and how they reached the guest: emu's PIC and
     KVM_INTERRUPT (or Unicorn, on tcg), or KVM's irqchip through KVM_IRQ_LINE and irqfds."""
     if machine.irqchip is None:
@@ -57,7 +57,7 @@ def irqchip_report(machine: "Machine") -> dict:
     return {"kind": "kernel", **vars(machine.irqchip.counters)}
 
 
-def devices_report(machine: "Machine") -> list[dict]:
+def devices_report(machine: Machine) -> list[dict]:
     """Per virtio device and queue: notifications (and the exits to emu they cost), requests,
     bytes and interrupts raised; how notifications arrived; the device thread's wake-ups."""
     out = []
@@ -75,12 +75,12 @@ def devices_report(machine: "Machine") -> list[dict]:
     return out
 
 
-def _transport_names(machine: "Machine") -> list[str]:
+def _transport_names(machine: Machine) -> list[str]:
     pci = [f"pci 00:{slot:02x}.0" for slot in range(2, 2 + len(machine.virtio))]
     return pci + [f"mmio {0xFEB0_0000 + 0x1000 * i:#x}" for i in range(len(machine.virtio_mmio))]
 
 
-def firmware_report(machine: "Machine") -> dict | None:
+def firmware_report(machine: Machine) -> dict | None:
     """A raw-disk boot: BIOS functions the guest called that emu's BIOS lacks, and the disk's work."""
     if machine.firmware is None:
         return None
@@ -88,7 +88,7 @@ def firmware_report(machine: "Machine") -> dict | None:
     return {"unsupported_calls": dict(machine.console.unsupported), "disk": ata}
 
 
-def memory_report(machine: "Machine") -> dict:
+def memory_report(machine: Machine) -> dict:
     """Layout, measured host backing and (with --dirty-log) dirty pages of guest RAM."""
     memory = machine.memory
     report: dict = {
@@ -105,7 +105,7 @@ def memory_report(machine: "Machine") -> dict:
     return report
 
 
-def mmu_stats(machine: "Machine") -> dict:
+def mmu_stats(machine: Machine) -> dict:
     """tcg: emu's shadow-MMU counters, or which walker ran; kvm: see emu.kvm_accel."""
     softmmu = getattr(machine.vcpu, "softmmu", None)
     if softmmu is not None:
@@ -124,7 +124,7 @@ def _kvm_mmu_line(mmu: dict) -> str:
     return f"mmu: second-stage translation by {how}; guest page-table walks happen inside KVM, unseen by emu"
 
 
-def report_table(machine: "Machine") -> str:
+def report_table(machine: Machine) -> str:
     data = collect(machine)
     lines = [f"emu statistics ({data['accel']})", f"{'exit reason':<16}{'count':>10}{'total ms':>12}{'avg us':>10}"]
     for reason, count in sorted(data["exits"].items(), key=lambda kv: -kv[1]):
@@ -194,5 +194,5 @@ def report_table(machine: "Machine") -> str:
     return "\n".join(lines)
 
 
-def report_json(machine: "Machine", path: Path) -> None:
+def report_json(machine: Machine, path: Path) -> None:
     path.write_text(json.dumps(collect(machine), indent=2) + "\n")

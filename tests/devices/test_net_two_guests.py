@@ -17,7 +17,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from guestenv import KVM_OK
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -41,8 +41,8 @@ def nic():
     peer.bind(("127.0.0.1", 0))
     peer.settimeout(5)
     m = Machine(MachineConfig(kernel=ROOT / "firmware" / "build" / "hello64.elf",
-                              netdevs=[f"socket,id=n0,udp=127.0.0.1:{peer.getsockname()[1]},"
-                                       f"localaddr=127.0.0.1:{mine}"],
+                              netdevs=[(f"socket,id=n0,udp=127.0.0.1:{peer.getsockname()[1]},"
+                                       f"localaddr=127.0.0.1:{mine}")],
                               devices=["virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56"]))  # fmt: skip
     driver = Driver(m, device_type=1)
     driver.probe()

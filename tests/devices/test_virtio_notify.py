@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from guestenv import requires_kvm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "firmware"))
-from guest_options import devices  # noqa: E402
+from guest_options import devices
 
 ROOT = Path(__file__).resolve().parents[2]
 
