@@ -302,11 +302,11 @@ class Machine:
                 raise EmuError(f"-netdev {spec}: id {backend.id} is taken")
             self.netdevs[backend.id] = backend
         functions = [self._virtio_disk(path, readonly) for path, readonly in self.config.virtio_drives]
-        functions += [self._pci_device(spec) for spec in self.config.devices if not spec.endswith("-device")]
+        functions += [self._pci_device(spec) for spec in self.config.devices if not _is_mmio(spec)]
         # virtio-mmio devices: fixed windows and ISA IRQs, announced on the kernel command line
         self.virtio_mmio: list[VirtioMmio] = []
         self.kernel_parameters: list[str] = []
-        for spec in (s for s in self.config.devices if s.endswith("-device")):
+        for spec in filter(_is_mmio, self.config.devices):
             if len(self.virtio_mmio) == len(MMIO_IRQS):
                 raise EmuError(f"-device {spec}: at most {len(MMIO_IRQS)} virtio-mmio devices")
             base, irq = MMIO_BASE + 0x1000 * len(self.virtio_mmio), MMIO_IRQS[len(self.virtio_mmio)]
@@ -730,6 +730,11 @@ class _TerminalFeed:
 
     def io_write(self, offset: int, size: int, value: int) -> None:
         self.uart.io_write(offset, size, value)
+
+
+def _is_mmio(spec: str) -> bool:
+    """`-device virtio-*-device[,...]` is a virtio-mmio device (QEMU's name); `-pci` a PCI one."""
+    return spec.split(",", 1)[0].endswith("-device")
 
 
 def _earliest(deadline: int | None, other: int) -> int:
