@@ -4,6 +4,7 @@ announces the device to Linux."""
 
 from __future__ import annotations
 
+import socket
 import struct
 import subprocess
 import sys
@@ -108,3 +109,28 @@ def test_the_virtio64_guest_drives_an_entropy_device_over_pci_and_one_over_mmio(
 @pytest.mark.kvm
 def test_tcg_and_kvm_print_the_same_transcript() -> None:
     assert _virtio64("tcg").stdout == _virtio64("kvm").stdout
+
+
+def _all_mmio(accel: str) -> subprocess.CompletedProcess:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return subprocess.run([sys.executable, "-m", "emu", "--accel", accel, "-device", "virtio-balloon-device",
+                           "-netdev", f"socket,id=n0,udp=127.0.0.1:{port},localaddr=127.0.0.1:{port}",
+                           "-device", "virtio-net-device,netdev=n0", "-device", "virtio-rng-device",
+                           str(ROOT / "firmware" / "build" / "virtio64.elf")],
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("accel", ACCELS)
+def test_balloon_net_and_rng_all_over_mmio(accel: str) -> None:
+    """Every device type the guest knows, on virtio-mmio only: no PCI function, three windows."""
+    result = _all_mmio(accel)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "00:0" not in result.stdout  # no PCI device
+    for line in ("mmio 0xfeb00000: magic ok, version 2, device type 5 (memory balloon), IRQ 5",
+                 "mmio 0xfeb01000: magic ok, version 2, device type 1 (network), IRQ 9",
+                 "mmio 0xfeb02000: magic ok, version 2, device type 4 (entropy), IRQ 10",
+                 "balloon: deflated 4 pages (used len 0, interrupt yes), actual 0",
+                 "net: sent 60 bytes, received 60 bytes, frame matches", "virtio: all checks passed"):  # fmt: skip
+        assert line + "\n" in result.stdout, result.stdout
