@@ -21,6 +21,17 @@
  * Memory balloon (virtio-balloon): four pages inflated, `actual` updated, deflated again, and
  * what the pages hold afterwards. Network device (virtio-net): the MAC, receive buffers, one
  * broadcast frame sent, which a -netdev socket that sends to itself brings back.
+ * Benchmark mode (bench/virtio.py): "bench=blk-seq", "bench=blk-4k" or "bench=rng-1" on the
+ * command line skips the checks above and runs one loop on the first device of its kind:
+ *   blk-seq  the whole disk read in order, 128 KiB per request, two requests in flight;
+ *   blk-4k   count=N (default 10000) 4 KiB reads in order, wrapping at the end, one at a time;
+ *   rng-1    count=N (default 10000) 1-byte entropy requests, one at a time.
+ * Each request is notify -> device -> used ring -> interrupt -> the guest woken from hlt, as a
+ * driver that sleeps does; the loop does not poll. The guest prints "bench: go" just before the
+ * loop and "bench: end" just after it, then a summary line (requests, bytes, interrupts, errors),
+ * and exits through isa-debug-exit. The host times the loop between the arrival of those two
+ * lines on COM1, so the guest needs no clock (a guest's TSC or PIT is itself emulated, and
+ * would have to be calibrated on each accelerator and on QEMU).
  * Everything printed is fixed by construction (no random bytes, no port numbers); each part
  * runs for the devices present. The standard run (capture-expected.sh, devices()) has
  * virtio-rng-pci, virtio-balloon-pci and virtio-net-pci, and QEMU prints the same
@@ -702,6 +713,113 @@ static int has_word(const char *s, const char *word)
     return 0;
 }
 
+/* ---- benchmark loops (see the top of this file) --------------------------------------------
+ * Request slot s uses descriptors 3s..3s+2 (header, data, status): with QUEUE_SIZE 8, two slots. */
+#define BENCH_CHUNK (128 * 1024)
+#define BENCH_SLOTS 2
+static u8 bench_data[BENCH_SLOTS][BENCH_CHUNK] __attribute__((aligned(4096)));
+static struct { u32 type, reserved; u64 sector; } bench_headers[BENCH_SLOTS];
+static volatile u8 bench_status[BENCH_SLOTS];
+static struct { ulong requests, bytes, errors; int irqs_seen; } bench;
+
+/* What follows `key` ("bench=", "count=") on the command line, or 0 if it is not there. */
+static const char *after_key(const char *s, const char *key)
+{
+    for (; *s; s++) {
+        int i = 0;
+        while (key[i] && s[i] == key[i])
+            i++;
+        if (!key[i])
+            return s + i;
+    }
+    return 0;
+}
+
+static ulong word_number(const char *s, const char *key, ulong otherwise)
+{
+    const char *p = after_key(s, key);
+    return p ? parse_number(&p) : otherwise;
+}
+
+/* Offer request slot `slot`: a read of `len` bytes at `sector` (blk), or `len` random bytes (rng). */
+static void bench_submit(struct vdev *d, int slot, u64 sector, u32 len)
+{
+    u16 first = (u16)(3 * slot);
+    struct desc *descs = d->q[0].descs + first;
+    if (d->type == TYPE_RNG) {
+        descs[0] = (struct desc){(u64)(ulong)bench_data[slot], len, DESC_WRITE, 0};
+    } else {
+        bench_headers[slot].type = BLK_T_IN;
+        bench_headers[slot].sector = sector;
+        bench_status[slot] = 0xff;
+        descs[0] = (struct desc){(u64)(ulong)&bench_headers[slot], sizeof(bench_headers[slot]), DESC_NEXT, first + 1};
+        descs[1] = (struct desc){(u64)(ulong)bench_data[slot], len, DESC_NEXT | DESC_WRITE, first + 2};
+        descs[2] = (struct desc){(u64)(ulong)&bench_status[slot], 1, DESC_WRITE, 0};
+    }
+    make_available(d, 0, first);
+    notify(d, 0);
+}
+
+/* `total` requests of `len` bytes, `slots` in flight. Sleeps until the used ring moved and an
+ * interrupt came since the last batch, then takes the completions that were there when it woke
+ * (not the ones that arrive while it resubmits: those have an interrupt of their own to wait
+ * for). With one slot, every request costs one notification and one interrupt. */
+static void bench_loop(struct vdev *d, ulong total, u32 len, int slots, u64 capacity)
+{
+    struct virtq *q = &d->q[0];
+    u64 per = len / 512, span = d->type == TYPE_BLK ? capacity / per * per : 1;
+    ulong submitted = 0;
+    u16 seen = q->used.idx;
+    bench.irqs_seen = d->isr_queue;
+    for (int s = 0; s < slots && submitted < total; s++, submitted++)
+        bench_submit(d, s, submitted * per % span, len);
+    while (bench.requests < total) {
+        while (*(volatile u16 *)&q->used.idx == seen || d->isr_queue == bench.irqs_seen)
+            __asm__ volatile("sti; hlt; cli" ::: "memory");
+        bench.irqs_seen = d->isr_queue;
+        for (u16 used = *(volatile u16 *)&q->used.idx; seen != used; seen++) {   /* what that interrupt covers */
+            u32 id = q->used.ring[seen % QUEUE_SIZE].id, got = q->used.ring[seen % QUEUE_SIZE].len;
+            int slot = (int)(id / 3);
+            bench.requests++;
+            bench.bytes += d->type == TYPE_RNG ? got : got - 1;
+            bench.errors += d->type == TYPE_RNG ? got != len : bench_status[slot] != 0 || got != len + 1;
+            if (submitted < total)
+                bench_submit(d, slot, submitted++ * per % span, len);
+        }
+    }
+}
+
+static int run_bench(const char *cmdline)
+{
+    const char *name = has_word(cmdline, "bench=blk-seq") ? "blk-seq" : has_word(cmdline, "bench=blk-4k") ? "blk-4k"
+                     : has_word(cmdline, "bench=rng-1") ? "rng-1" : 0;
+    if (!name) {
+        kputs("bench: unknown loop (bench=blk-seq, bench=blk-4k or bench=rng-1)\n");
+        return 3;
+    }
+    int type = name[0] == 'r' ? TYPE_RNG : TYPE_BLK;
+    struct vdev *d = 0;
+    for (int i = 0; i < ndevices && !d; i++)
+        d = devices[i].type == type ? &devices[i] : 0;
+    if (!d || !initialize(d, 0, 1)) {
+        kprintf("bench %s: no usable %s device\n", name, type_name(type));
+        return 3;
+    }
+    u64 capacity = type == TYPE_BLK ? *(volatile u32 *)d->config | (u64)*(volatile u32 *)(d->config + 4) << 32 : 0;
+    u32 len = name[4] == 's' ? BENCH_CHUNK : type == TYPE_BLK ? 4096 : 1;
+    ulong total = name[4] == 's' ? capacity / (BENCH_CHUNK / 512) : word_number(cmdline, "count=", 10000);
+    if (type == TYPE_BLK && capacity < len / 512) {
+        kprintf("bench %s: the disk is smaller than one request\n", name);
+        return 3;
+    }
+    kputs("bench: go\n");
+    bench_loop(d, total, len, name[4] == 's' ? BENCH_SLOTS : 1, capacity);
+    kputs("bench: end\n");
+    kprintf("bench %s: %lu requests of %u bytes, %lu bytes, %d interrupts, %lu errors\n", name, bench.requests, len,
+            bench.bytes, d->isr_queue, bench.errors);
+    return bench.errors ? 3 : 0;
+}
+
 int guest_main(u32 magic, struct multiboot_info *mbi)
 {
     (void)magic;
@@ -734,6 +852,8 @@ int guest_main(u32 magic, struct multiboot_info *mbi)
               " or -drive file=IMG,if=virtio)\n");
         return 3;
     }
+    if (after_key(cmdline, "bench="))
+        return run_bench(cmdline);
     for (int i = 0; i < ndevices; i++) {
         if (devices[i].type == TYPE_RNG)
             rng_checks(&devices[i]);
