@@ -109,7 +109,8 @@ def mmu_stats(machine: Machine) -> dict:
     """tcg: emu's shadow-MMU counters, or which walker ran; kvm: see emu.kvm_accel."""
     softmmu = getattr(machine.vcpu, "softmmu", None)
     if softmmu is not None:
-        return {"translation": "emu shadow MMU", "fill_path": softmmu.fill_path, **softmmu.counters.as_dict()}
+        return {"translation": "emu shadow MMU", "fill_path": softmmu.fill_path, **softmmu.counters.as_dict(),
+                "code_frames": len(softmmu.code_frames), "code_flushes_avoided": softmmu.code_flushes_avoided}
     if machine.accel.name == "tcg":
         return {"translation": "unicorn walker (UC_TLB_CPU): no counters"}
     return machine.accel.mmu_report() or {"translation": machine.accel.name}
@@ -142,7 +143,8 @@ def report_table(machine: Machine) -> str:
                      f"{mmu['uncached_fills']} uncached fills, {mmu['pt_write_traps']} page-table write traps "
                      f"({mmu['dropped_entries']} entries dropped), {mmu['ad_writes']} A/D writes, "
                      f"{mmu['page_faults']} #PF, {mmu['walker_disagreements']} walker disagreements")  # fmt: skip
-        lines.append(f"mmu flushes: {flushes or 'none'}")
+        lines.append(f"mmu flushes: {flushes or 'none'}; translated code: {mmu['code_frames']} frames executed from, "
+                     f"{mmu['code_flushes_avoided']} host writes (DMA) that needed no flush of it")  # fmt: skip
     elif mmu["translation"] == "kvm" and "second_stage" in mmu:
         lines.append(_kvm_mmu_line(mmu))
     else:

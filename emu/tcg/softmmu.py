@@ -42,6 +42,7 @@ UC_PROT_READ, UC_PROT_WRITE, UC_PROT_EXEC = 1, 2, 4
 UC_MEM_READ, UC_MEM_WRITE, UC_MEM_FETCH = 16, 17, 18
 ACCESS = {UC_MEM_READ: Access.READ, UC_MEM_WRITE: Access.WRITE, UC_MEM_FETCH: Access.FETCH}
 _WRITE = Access.WRITE  # enum members are slow to look up on CPython 3.11; the fill is hot
+_FETCH = Access.FETCH
 MODE_CR0 = CR0_PG | CR0_WP | CR0_PE
 MODE_CR4 = CR4_PAE | CR4_PSE | CR4_PGE | CR4_SMEP | CR4_SMAP
 MODE_EFER = EFER_LMA | EFER_NXE
@@ -100,6 +101,9 @@ class SoftMmu:
     _front_space: tuple[int, int] | None = None
     _entry_address: int = 0
     _entry: TlbEntry | None = None
+    code_frames: set[int] = field(default_factory=set)  # frames a fill gave execute rights (see holds_code)
+    untracked_code: bool = True  # code may have been translated without a recorded fill
+    code_flushes_avoided: int = 0  # host writes that needed no flush of translated code
 
     def __post_init__(self) -> None:
         self._raw = self.ctx.raw  # the state a fill reads: this context, saved per fill, or the C front's
@@ -170,11 +174,13 @@ class SoftMmu:
             self.ctx.save()
         hflags, cr0, _, _, cr3, cr4, efer = _STATE.unpack_from(self._raw, HEADER)
         if not cr0 & CR0_PG:
+            self.untracked_code = True
             out.paddr, out.perms = page & 0xFFFF_FFFF, UC_PROT_READ | UC_PROT_WRITE | UC_PROT_EXEC
             return True
         shadow = self.shadow
         mode = (cr0 & MODE_CR0) | (cr4 & MODE_CR4) << 32 | (efer & MODE_EFER) << 64
         if mode != self._mode:
+            self.untracked_code = True  # code translated before this fill went unrecorded
             if self._mode is not None:
                 shadow.flush("paging mode")
             shadow.tlb_flushed("paging mode")  # QEMU flushed its TLB on that CR0/CR4/EFER write
@@ -217,7 +223,11 @@ class SoftMmu:
             else:
                 counters.uncached_fills += 1
                 cached = False
-        perms = UC_PROT_READ | UC_PROT_EXEC if executable else UC_PROT_READ
+        if executable and access is _FETCH:  # execute rights only to a fetch: code_frames then knows
+            perms = UC_PROT_READ | UC_PROT_EXEC  # every frame Unicorn can translate code from
+            self.code_frames.add(frame)
+        else:
+            perms = UC_PROT_READ
         if writable:
             if shadow.dependents.get(frame):  # a page table that cached translations came from
                 if access is _WRITE:
@@ -254,6 +264,15 @@ class SoftMmu:
             if base <= page + 0xFFF and page <= base + limit:
                 return True
         return False
+
+    def holds_code(self, address: int, size: int) -> bool:
+        """Can translated code come from guest-physical [address, address+size)? Only from a frame
+        some fill gave execute rights (code_frames never shrinks), or from code translated while
+        paging was off or in another paging mode (`untracked_code`, until the next full flush)."""
+        if self.untracked_code:
+            return True
+        code = self.code_frames
+        return any(frame in code for frame in range(address & ~0xFFF, address + size, 0x1000))
 
     def host_wrote(self, address: int, size: int) -> None:
         """A store by the host (emu's interrupt delivery, DMA) to page-table frames counts too."""

@@ -29,7 +29,7 @@ from unicorn import (UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_FETCH_PROT, UC_ER
                      UC_HOOK_MEM_WRITE_PROT, Uc, UcError)  # fmt: skip
 from unicorn.unicorn_py3.unicorn import uclib
 from unicorn.x86_const import (UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_INS_SYSCALL,
-                               UC_X86_INS_SYSENTER, UC_X86_REG_CR8, UC_X86_REG_EAX, UC_X86_REG_EBX,
+                               UC_X86_INS_SYSENTER, UC_X86_REG_CR0, UC_X86_REG_CR8, UC_X86_REG_EAX, UC_X86_REG_EBX,
                                UC_X86_REG_ECX, UC_X86_REG_EDX, UC_X86_REG_MSR, UC_X86_REG_RFLAGS,
                                UC_X86_REG_RIP)  # fmt: skip
 
@@ -290,6 +290,9 @@ class TcgVCpu(VCpu):
             self._ctx_fresh = False
             start = _ns()
             self._running = True
+            self._run_deferred_invalidations()  # DMA by device threads since the last run
+            if self.softmmu is not None and not self._reg(UC_X86_REG_CR0) & CR0_PG:
+                self.softmmu.untracked_code = True  # code translated now is fetched without emu's fills
             if self._last_block is not None:
                 struct.pack_into("<Q", self._last_block, 0, NO_BLOCK)
                 if struct.unpack_from("<I", self._last_block, 12)[0] == 2:
@@ -520,7 +523,10 @@ class TcgVCpu(VCpu):
             self.softmmu.host_wrote(address, size)
         if self._cpu_store:
             return  # stores the CPU makes as part of an instruction or event: not code
-        if self._running:
+        if self._running or threading.get_ident() != self._vcpu_thread:
+            # inside a hook, or a device thread's DMA: Unicorn is not thread-safe, so the vCPU
+            # thread drops the code at its next run boundary (before the guest can see the
+            # completion: the interrupt that reports it ends the run first)
             self._deferred_invalidations.append((address, size))
         else:
             self._invalidate_code(address, size)
@@ -530,10 +536,18 @@ class TcgVCpu(VCpu):
 
         Unicorn's remove_cache takes *virtual* addresses and translates them through the guest's
         page tables (with the side effects of a walk), so with paging on emu flushes all
-        translated code instead; with paging off, virtual is physical."""
+        translated code instead, unless emu's MMU knows no code came from those frames (it
+        gives execute rights only on a fetch and records the frame: SoftMmu.holds_code), as
+        for a device's DMA into data buffers; with paging off, virtual is physical."""
         self.ctx.save()
         if self.ctx.cr(0) & CR0_PG:
-            self.uc.ctl_flush_tb()
+            mmu = self.softmmu
+            if mmu is not None and not mmu.holds_code(address, size):
+                mmu.code_flushes_avoided += 1
+            else:
+                self.uc.ctl_flush_tb()
+                if mmu is not None:
+                    mmu.untracked_code = False  # no translated code is left; new code is fetched through fills
         else:
             self.uc.ctl_remove_cache(address & ~0xFFF, (address + size + 0xFFF) & ~0xFFF)
         self._ctx_fresh = False
