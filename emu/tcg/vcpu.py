@@ -101,6 +101,7 @@ class TcgVCpu(VCpu):
         self._pf_retry: PendingFault | None = None
         self._running = False
         self._deferred_invalidations: list[tuple[int, int]] = []
+        self._foreign_writes: list[tuple[int, int]] = []  # DMA by device threads, not yet seen (host_wrote)
         self._cpu_store = False  # emu is storing on the CPU's behalf (interrupt delivery)
         self._deadline_ns: int | None = None
         self._counting = False  # translated code carries Unicorn's instruction-count hook
@@ -519,14 +520,17 @@ class TcgVCpu(VCpu):
     def host_wrote(self, address: int, size: int) -> None:
         """The host wrote guest RAM: the loader, a device's DMA, or the CPU itself (emu's
         interrupt delivery pushing a frame or setting A/D bits through emu.mmu.linear)."""
+        if threading.get_ident() != self._vcpu_thread:
+            # a device thread's DMA: neither Unicorn nor the shadow MMU is thread-safe, so the
+            # vCPU thread handles it at its next run boundary (before the guest can see the
+            # completion: the interrupt that reports it ends the run first)
+            self._foreign_writes.append((address, size))
+            return
         if self.softmmu is not None:
             self.softmmu.host_wrote(address, size)
         if self._cpu_store:
             return  # stores the CPU makes as part of an instruction or event: not code
-        if self._running or threading.get_ident() != self._vcpu_thread:
-            # inside a hook, or a device thread's DMA: Unicorn is not thread-safe, so the vCPU
-            # thread drops the code at its next run boundary (before the guest can see the
-            # completion: the interrupt that reports it ends the run first)
+        if self._running:
             self._deferred_invalidations.append((address, size))
         else:
             self._invalidate_code(address, size)
@@ -553,6 +557,12 @@ class TcgVCpu(VCpu):
         self._ctx_fresh = False
 
     def _run_deferred_invalidations(self) -> None:
+        if self._foreign_writes:
+            writes, self._foreign_writes = self._foreign_writes, []
+            for address, size in writes:
+                if self.softmmu is not None:
+                    self.softmmu.host_wrote(address, size)
+                self._invalidate_code(address, size)
         if self._deferred_invalidations:
             pending, self._deferred_invalidations = self._deferred_invalidations, []
             for address, size in pending:
