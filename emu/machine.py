@@ -327,7 +327,22 @@ class Machine:
         return VirtioPci(device=VirtioBlk(self.memory, disk=disk))
 
     def _pci_device(self, spec: str) -> VirtioPci:
-        return VirtioPci(device=self._virtio_device(spec))
+        """QEMU's disable-legacy=on|off|auto and disable-modern=on|off (emu.devices.virtio.legacy).
+        auto keeps VirtioPci's default (on QEMU's `pc`, auto means legacy on), or legacy when modern is off."""
+        driver, *items = spec.split(",")
+        allowed = {"disable-legacy": ("on", "off", "auto"), "disable-modern": ("on", "off")}
+        chosen = {name: value for name, _, value in (item.partition("=") for item in items) if name in allowed}
+        for name, value in chosen.items():
+            if value not in allowed[name]:
+                raise EmuError(f"-device {spec}: {name} takes {'|'.join(allowed[name])}, not {value!r}")
+        interfaces = {"modern": chosen.get("disable-modern", "off") == "off"}
+        if chosen.get("disable-legacy", "auto") != "auto" or not interfaces["modern"]:
+            interfaces["transitional"] = chosen.get("disable-legacy") != "on"
+        rest = ",".join([driver, *(item for item in items if item.partition("=")[0] not in allowed)])
+        try:
+            return VirtioPci(device=self._virtio_device(rest), **interfaces)
+        except ValueError as error:
+            raise EmuError(f"-device {spec}: {error}") from None
 
     def _virtio_device(self, spec: str) -> VirtioDevice:
         driver, *items = spec.split(",")

@@ -14,6 +14,12 @@ emu lays them out as QEMU does, in a 16 KiB 64-bit BAR 4: common at 0, ISR at 10
 configuration at 2000h, notifications at 3000h (multiplier 4: queue N at 3000h + 4N). There is
 no MSI-X capability, so config_msix_vector reads NO_VECTOR and interrupts use INTx, routed by
 the PIIX3 (emu.devices.pci.piix3) and deasserted when the driver reads the ISR.
+
+`transitional` adds the legacy interface (emu.devices.virtio.legacy) in IO BAR 0, with the
+legacy IDs (device 1000h + legacy ID, revision 0, subsystem = the device type): what QEMU's
+`-device virtio-*-pci` is on the `pc` machine (disable-legacy=auto); emu's default is still the
+modern-only device. `modern=False` drops BAR 4 and the capabilities: a legacy-only device
+(QEMU's disable-modern=on).
 """
 
 from __future__ import annotations
@@ -24,10 +30,12 @@ from typing import ClassVar
 
 from ..pci.config import STATUS, STATUS_CAPABILITIES, Bar, BarKind, PciFunction
 from .device import VirtioDevice
+from .legacy import LEGACY_DEVICE_IDS, VirtioPciLegacy, bar_size
 
 VIRTIO_VENDOR = 0x1AF4
 MODERN_DEVICE_BASE = 0x1040
 BAR_INDEX, BAR_SIZE = 4, 0x4000
+LEGACY_BAR_INDEX = 0
 COMMON, ISR, DEVICE, NOTIFY = 0x0000, 0x1000, 0x2000, 0x3000
 NOTIFY_MULTIPLIER = 4
 NO_VECTOR = 0xFFFF
@@ -48,9 +56,11 @@ COMMON_SIZE = 0x3C
 
 @dataclass
 class VirtioPci(PciFunction):
-    """The transport: a VirtioDevice behind PCI configuration space and BAR 4."""
+    """The transport: a VirtioDevice behind PCI configuration space, BAR 4 (modern) and BAR 0 (legacy)."""
 
     device: VirtioDevice | None = None
+    transitional: bool = False  # the legacy interface too (QEMU's default on `pc`: see the module doc)
+    modern: bool = True
     vendor_id: int = VIRTIO_VENDOR
     device_id: int = 0
     class_code: int = 0
@@ -62,19 +72,33 @@ class VirtioPci(PciFunction):
     device_feature_select: int = 0
     driver_feature_select: int = 0
     queue_select: int = 0
-    config_access_cap: int = 0  # where the cfg_type 5 capability sits
+    config_access_cap: int = 0  # where the cfg_type 5 capability sits (0: no capabilities)
     regions: object = field(init=False, repr=False)
+    legacy: VirtioPciLegacy | None = field(default=None, init=False, repr=False)
 
     max_access_size: ClassVar[int] = 8
 
     def __post_init__(self) -> None:
         assert self.device is not None
-        self.device_id = MODERN_DEVICE_BASE + self.device.device_id
-        self.class_code = CLASS_CODES.get(self.device.device_id, 0x00FF00)
-        self.bars = {BAR_INDEX: Bar(BarKind.MEMORY64, BAR_SIZE, prefetchable=True)}
+        kind = self.device.device_id
+        if not (self.modern or self.transitional):
+            raise ValueError("a device with neither the modern nor the legacy interface cannot work")
+        if self.transitional and kind not in LEGACY_DEVICE_IDS:
+            raise ValueError(f"virtio device type {kind} has no legacy interface")
+        self.device_id = LEGACY_DEVICE_IDS[kind] if self.transitional else MODERN_DEVICE_BASE + kind
+        self.class_code = CLASS_CODES.get(kind, 0x00FF00)
+        self.bars = {}
+        if self.transitional:
+            self.revision, self.subsystem_id = 0, kind
+            self.bars[LEGACY_BAR_INDEX] = Bar(BarKind.IO, bar_size(self.device.config_size))
+            self.legacy = VirtioPciLegacy(self)
+        if self.modern:
+            self.bars[BAR_INDEX] = Bar(BarKind.MEMORY64, BAR_SIZE, prefetchable=True)
         super().__post_init__()
         self.device.interrupt = self.raise_interrupt
         self.regions = _Regions(self)
+        if not self.modern:
+            return
         # In QEMU's list order (it adds each capability at the head): pci-cfg, notify, device, ISR, common
         caps = [(5, 0, 0, bytes(4)),
                 (2, NOTIFY, NOTIFY_MULTIPLIER * len(self.device.queues), struct.pack("<I", NOTIFY_MULTIPLIER)),
@@ -93,23 +117,25 @@ class VirtioPci(PciFunction):
         self.space[0x34] = CAP_START
         self.space[STATUS] |= STATUS_CAPABILITIES
 
-    def bar_io(self, index: int) -> _Regions | None:
-        return self.regions if index == BAR_INDEX else None
+    def bar_io(self, index: int) -> _Regions | VirtioPciLegacy | None:
+        if index == LEGACY_BAR_INDEX:
+            return self.legacy
+        return self.regions if index == BAR_INDEX and self.modern else None
 
     # --- cfg_type 5: the BAR through configuration space (§4.1.4.9) ---------------------------
     def writable(self, offset: int) -> bool:
         cap = self.config_access_cap
-        return cap + 4 <= offset < cap + 5 or cap + 8 <= offset < cap + 16  # bar, offset, length
+        return bool(cap) and (cap + 4 <= offset < cap + 5 or cap + 8 <= offset < cap + 16)  # bar, offset, length
 
     def config_read(self, offset: int, size: int) -> int:
         data = self.config_access_cap + 16
-        if data <= offset < data + 4:
+        if self.config_access_cap and data <= offset < data + 4:
             return self._window_access(size)
         return super().config_read(offset, size)
 
     def config_write(self, offset: int, size: int, value: int) -> None:
         data = self.config_access_cap + 16
-        if data <= offset < data + 4:
+        if self.config_access_cap and data <= offset < data + 4:
             self._window_access(size, value)
             return
         super().config_write(offset, size, value)
@@ -133,6 +159,14 @@ class VirtioPci(PciFunction):
         value, self.isr = self.isr, 0
         self.set_intx(False)
         return value
+
+    def set_device_status(self, value: int) -> None:
+        """Either interface wrote the status: 0 resets the device and drops its interrupt."""
+        assert self.device is not None
+        self.device.set_status(value)
+        if value == 0:
+            self.isr = 0
+            self.set_intx(False)
 
 
 @dataclass
@@ -194,10 +228,7 @@ class _Regions:
             shift = 32 * pci.driver_feature_select
             device.driver_features = (device.driver_features & ~(0xFFFFFFFF << shift)) | (value & 0xFFFFFFFF) << shift
         elif name == "device_status":
-            device.set_status(value & 0xFF)
-            if value == 0:
-                pci.isr = 0
-                pci.set_intx(False)
+            pci.set_device_status(value & 0xFF)
         elif name == "queue_select":
             pci.queue_select = value
         elif q is None or q.enabled and name != "queue_reset":
