@@ -51,6 +51,7 @@ from .devices.virtio.console import VirtioConsole
 from .devices.virtio.device import VirtioDevice
 from .devices.chardev import UnixSocketChardev, parse_chardev
 from .devices.virtio.iothread import DeviceThread
+from .devices.virtio.legacy import QUEUE_NOTIFY as LEGACY_QUEUE_NOTIFY
 from .devices.virtio.net import DEFAULT_MAC, VirtioNet, parse_mac
 from .net import NetBackend, parse_netdev
 from .devices.virtio.mmio import WINDOW as MMIO_WINDOW
@@ -395,19 +396,22 @@ class Machine:
 
     def _notify_writes(self, transport: VirtioPci | VirtioMmio, thread: DeviceThread) -> set[IoEventFd]:
         """The guest writes that notify each queue, as QEMU registers them: any write to the
-        queue's own address in the modern PCI notify region, the queue's index written to
-        QueueNotify on virtio-mmio."""
+        queue's own address in the modern PCI notify region, the queue's index written to the
+        legacy interface's notify port or to QueueNotify on virtio-mmio."""
         if not (self._threads_running and self.config.ioeventfd):
             return set()
         if isinstance(transport, VirtioMmio):
             base = MMIO_BASE + 0x1000 * self.virtio_mmio.index(transport)
             return {IoEventFd(base + 0x50, 4, fd, datamatch=i) for i, fd in enumerate(thread.eventfds)}
-        bars = dict(transport.decoded_bars())
-        bar = bars.get(VIRTIO_PCI_BAR)
-        if bar is None or bar.address == 0:
-            return set()
-        notify = bar.address + VIRTIO_PCI_NOTIFY
-        return {IoEventFd(notify + NOTIFY_MULTIPLIER * i, 0, fd) for i, fd in enumerate(thread.eventfds)}
+        bars, events = dict(transport.decoded_bars()), set()
+        modern, legacy = bars.get(VIRTIO_PCI_BAR), bars.get(0) if transport.legacy is not None else None
+        if modern is not None and modern.address:
+            notify = modern.address + VIRTIO_PCI_NOTIFY
+            events |= {IoEventFd(notify + NOTIFY_MULTIPLIER * i, 0, fd) for i, fd in enumerate(thread.eventfds)}
+        if legacy is not None and legacy.address:  # the legacy queue-notify port, the index written to it
+            port = legacy.address + LEGACY_QUEUE_NOTIFY
+            events |= {IoEventFd(port, 2, fd, datamatch=i, pio=True) for i, fd in enumerate(thread.eventfds)}
+        return events
 
     def _sync_ioeventfds(self, transport: VirtioPci | VirtioMmio) -> None:
         thread = next(t for tr, t in self._transports if tr is transport)

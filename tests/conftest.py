@@ -8,7 +8,8 @@ from guestenv import KVM_OK, KVM_WHY
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001
     """Say how many kvm tests ran, so CI output shows whether the kvm path was exercised."""
     def is_kvm(report) -> bool:
-        return "kvm" in report.nodeid and getattr(report, "when", "call") in ("call", "setup")
+        marked = "kvm" in getattr(report, "keywords", {}) or "kvm" in report.nodeid  # @pytest.mark.kvm, or [kvm]
+        return marked and getattr(report, "when", "call") in ("call", "setup")
 
     ran = sum(1 for k in ("passed", "failed") for r in terminalreporter.stats.get(k, []) if is_kvm(r))
     skipped = sum(1 for r in terminalreporter.stats.get("skipped", []) if is_kvm(r))

@@ -72,9 +72,9 @@ def test_modern_only_and_legacy_only_devices(machine: Machine) -> None:
 
 @pytest.mark.parametrize(
     ("spec", "ids", "bars"),
-    [("virtio-rng-pci", 0x1044, {4}), ("virtio-rng-pci,disable-legacy=off", 0x1005, {0, 4}),
+    [("virtio-rng-pci", 0x1005, {0, 4}), ("virtio-rng-pci,disable-legacy=off", 0x1005, {0, 4}),
      ("virtio-rng-pci,disable-legacy=on", 0x1044, {4}), ("virtio-rng-pci,disable-modern=on", 0x1005, {0}),
-     ("virtio-rng-pci,disable-modern=off,disable-legacy=auto", 0x1044, {4}),
+     ("virtio-rng-pci,disable-modern=off,disable-legacy=auto", 0x1005, {0, 4}),
      ("virtio-balloon-pci,disable-legacy=off", 0x1002, {0, 4}), ("virtio-console-pci,disable-legacy=off", 0x1003, {0, 4})],
 )  # fmt: skip
 def test_the_command_line_options(spec: str, ids: int, bars: set[int]) -> None:

@@ -69,3 +69,32 @@ def test_interrupts_through_kvm_interrupt_or_irqfd(tmp_path: Path) -> None:
     kernel = run_virtio64(tmp_path, "kvm", "--irqchip", "kernel", report="irqchip")
     assert kernel["kind"] == "kernel" and kernel["irqfd_writes"] > 0 and kernel["resamples"] > 0, kernel
     assert kernel["irq_line_ioctls"] > 0  # the PIT, the guest's timeout for the frame, by KVM_IRQ_LINE
+
+
+@requires_kvm
+@pytest.mark.kvm
+def test_ioeventfds_follow_the_bars_of_a_transitional_device() -> None:
+    """Where the guest places BAR 4 and BAR 0, the modern notify addresses and the legacy notify
+    port get ioeventfds; moving or disabling a BAR moves or drops them."""
+    from emu.machine import Machine, MachineConfig
+
+    from .virtio_driver import Driver
+
+    m = Machine(MachineConfig(kernel=ROOT / "firmware" / "build" / "hello64.elf", accel="kvm",
+                              devices=["virtio-rng-pci"]))  # fmt: skip
+    try:
+        m._threads_running = True  # as run() does once the device threads are up
+        driver = Driver(m)
+        driver.probe()  # BAR 4 at the driver's address, memory decoding on
+        driver.cfg(0x10, 0xC000)  # BAR 0: the legacy block at port C000h
+        driver.cfg(0x04, 0x7, size=2)  # IO and memory decoding, bus master
+        events = m.accel.ioeventfds
+        fd = m.device_threads[0].eventfds[0]
+        assert {(e.address, e.length, e.datamatch, e.pio, e.fd) for e in events} == {
+            (driver.notify, 0, None, False, fd), (0xC000 + 0x10, 2, 0, True, fd)}
+        driver.cfg(0x10, 0xD000)  # the guest moves BAR 0
+        assert {(e.address, e.pio) for e in events} == {(driver.notify, False), (0xD010, True)}
+        driver.cfg(0x04, 0x2, size=2)  # memory decoding only: the port goes
+        assert {(e.address, e.pio) for e in events} == {(driver.notify, False)}
+    finally:
+        m.close()

@@ -36,7 +36,11 @@ class Driver:
         return caps
 
     def probe(self) -> dict[int, tuple[int, int, int]]:
-        assert self.cfg(0x00) & 0xFFFF_FFFF == 0x1040_1AF4 + (self.device_type << 16)  # virtio, modern 1040h + type
+        from emu.devices.virtio.legacy import LEGACY_DEVICE_IDS
+
+        ids = self.cfg(0x00) & 0xFFFF_FFFF  # virtio: modern 1040h + type, or transitional (legacy ID, subsystem = type)
+        assert ids == 0x1040_1AF4 + (self.device_type << 16) or (
+            ids == 0x1AF4 | LEGACY_DEVICE_IDS[self.device_type] << 16 and self.cfg(0x2C) >> 16 == self.device_type)
         assert self.cfg(0x20, 0xFFFF_FFFF) & ~0xF == 0xFFFF_C000 and self.cfg(0x20) & 0xF == 0xC  # 16 KiB, 64-bit
         self.cfg(0x20, BAR)
         self.cfg(0x24, 0)

@@ -59,7 +59,7 @@ class VirtioPci(PciFunction):
     """The transport: a VirtioDevice behind PCI configuration space, BAR 4 (modern) and BAR 0 (legacy)."""
 
     device: VirtioDevice | None = None
-    transitional: bool = False  # the legacy interface too (QEMU's default on `pc`: see the module doc)
+    transitional: bool = True  # the legacy interface too, as QEMU's default on `pc` (see the module doc)
     modern: bool = True
     vendor_id: int = VIRTIO_VENDOR
     device_id: int = 0
