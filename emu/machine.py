@@ -78,6 +78,7 @@ from .memory import GuestMemory
 COM1_BASE, COM1_IRQ = 0x3F8, 4
 DETERMINISTIC_EPOCH_NS = 946_684_800 * 1_000_000_000  # 2000-01-01 00:00:00 UTC, the RTC's start
 WINDOW_POLL_NS = 200_000  # tcg: how often to look for IF=1 while an interrupt waits
+HALT_CHECK_NS = 500_000_000  # kvm --irqchip kernel: how often to look for a guest halted with IF=0
 
 
 @dataclass
@@ -532,6 +533,8 @@ class Machine:
                 if vcpu.preempts_itself:  # tcg: instruction-count slices end the run at the deadline
                     vcpu.set_deadline(deadline)
                 else:
+                    if self.irqchip is not None:  # `hlt` stays in KVM: look now and then whether for good
+                        deadline = _earliest(deadline, time.monotonic_ns() + HALT_CHECK_NS)
                     kicker.schedule(deadline)
                 self._in_guest = True  # still under the lock: a device thread's interrupt kicks from here on
             try:
@@ -540,6 +543,10 @@ class Machine:
                 self._in_guest = False
             self.accel.sync_dirty_log()  # a no-op unless --dirty-log; at most every 100 ms
             if isinstance(event, (KickExit, InterruptWindowExit)):
+                if self.irqchip is not None and vcpu.halted_for_good():
+                    self.uart.flush()
+                    print("emu: guest halted with interrupts disabled; nothing can wake it", file=sys.stderr)
+                    return 0
                 continue
             if isinstance(event, HaltExit):
                 kicker.schedule(None)

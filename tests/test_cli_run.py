@@ -84,3 +84,16 @@ def test_timer_interrupts_a_spinning_guest(tmp_path: Path, accel: str) -> None:
     stats = json.loads(out.read_text())
     assert stats["exits"]["kick"] >= 100 and stats["exits"]["interrupt"] == 100
     assert stats["exits"].get("hlt", 0) == 0
+
+
+@pytest.mark.parametrize("options", [pytest.param(("--accel", "tcg"), id="tcg"),
+                                     pytest.param(("--accel", "kvm"), id="kvm", marks=ACCELS[1].marks),
+                                     pytest.param(("--accel", "kvm", "--irqchip", "kernel"), id="kvm-irqchip-kernel",
+                                                  marks=ACCELS[1].marks)])  # fmt: skip
+def test_cli_hlt_ends_the_run_with_one_line(tmp_path: Path, options: tuple[str, ...]) -> None:
+    """`cli; hlt`: nothing can wake the guest. With KVM's irqchip the `hlt` never leaves KVM,
+    so emu looks every half second (KVM_GET_MP_STATE) instead of waiting forever."""
+    image = tmp_path / "clihlt.elf"
+    image.write_bytes(build_multiboot_elf(bytes.fromhex("fa f4")))  # cli; hlt
+    result = run(*options, str(image))
+    assert result.returncode == 0 and result.stderr == "emu: guest halted with interrupts disabled; nothing can wake it\n"

@@ -235,6 +235,15 @@ class kvm_translation(Structure):
     ]
 
 
+class kvm_mp_state(Structure):
+    """KVM_GET_MP_STATE (api.rst §4.38): RUNNABLE, HALTED (after `hlt`, in-kernel irqchip), ..."""
+
+    _fields_ = [("mp_state", c_uint32)]
+
+
+KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_HALTED = 0, 3
+
+
 class kvm_interrupt(Structure):
     """KVM_INTERRUPT (api.rst §4.16): queue an external interrupt vector (userspace irqchip)."""
 
@@ -519,6 +528,7 @@ KVM_GET_FPU = _IOR(KVMIO, 0x8C, kvm_fpu)
 KVM_SET_FPU = _IOW(KVMIO, 0x8D, kvm_fpu)
 KVM_SET_CPUID2 = _IOW(KVMIO, 0x90, kvm_cpuid2)
 KVM_GET_CPUID2 = _IOWR(KVMIO, 0x91, kvm_cpuid2)
+KVM_GET_MP_STATE = _IOR(KVMIO, 0x98, kvm_mp_state)
 KVM_SET_GUEST_DEBUG = _IOW(KVMIO, 0x9B, kvm_guest_debug)
 KVM_GET_VCPU_EVENTS = _IOR(KVMIO, 0x9F, kvm_vcpu_events)
 KVM_SET_VCPU_EVENTS = _IOW(KVMIO, 0xA0, kvm_vcpu_events)

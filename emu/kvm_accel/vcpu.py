@@ -290,6 +290,13 @@ class KvmVCpu(VCpu):
 
     # --- state ----------------------------------------------------------------------------
 
+    def halted_for_good(self) -> bool:
+        """In-kernel irqchip: the guest sleeps in KVM after `hlt` with IF=0 (KVM_GET_MP_STATE),
+        where no interrupt can wake it; with emu's PIC that is a halt exit instead."""
+        state = api.kvm_mp_state()
+        ioctl(self.fd, api.KVM_GET_MP_STATE, byref(state))
+        return state.mp_state == api.KVM_MP_STATE_HALTED and not self._get_regs().rflags & RFLAGS_IF
+
     def _get_regs(self) -> api.kvm_regs:
         regs = api.kvm_regs()
         ioctl(self.fd, api.KVM_GET_REGS, byref(regs))
