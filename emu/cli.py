@@ -42,9 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-device", "--device", action="append", default=[], metavar="DRIVER[,OPTION=VALUE...]",
                    help="add a device, in QEMU's words: virtio-{rng,balloon,console,net}-pci (PCI) or "
                         "-device (virtio-mmio); virtio-net takes netdev=ID[,mac=MAC]")  # fmt: skip
-    p.add_argument("-chardev", "--chardev", action="append", default=[], metavar="socket,id=ID,path=PATH",
-                   help="a Unix socket for virtio-console (-device virtio-console-pci,chardev=ID), QEMU's "
-                        "socket,id=ID,path=PATH,server=on,wait=off; without one the console writes to the terminal")  # fmt: skip
+    p.add_argument("-chardev", "--chardev", action="append", default=[], metavar="socket|stdio,id=ID,...",
+                   help="for virtio-console (-device virtio-console-pci,chardev=ID): a Unix socket, QEMU's "
+                        "socket,id=ID,path=PATH,server=on,wait=off, or stdio,id=ID, the terminal both ways (typed "
+                        "keys then go to the console, not COM1); without one the console only writes to the terminal")  # fmt: skip
     p.add_argument("-netdev", "--netdev", action="append", default=[], metavar="TYPE,id=ID,...",
                    help="a host network backend for a NIC: tap,id=ID,ifname=TAP[,script=no] or "
                         "socket,id=ID,udp=HOST:PORT,localaddr=HOST:PORT | listen=[HOST]:PORT | connect=HOST:PORT")  # fmt: skip

@@ -295,6 +295,7 @@ class Machine:
         self.virtio: list[VirtioPci] = []
         self.disks: list[DiskImage] = []
         self.chardevs = {c.id: c for c in map(parse_chardev, self.config.chardevs)}
+        self.terminal_console: VirtioConsole | None = None  # the console on -chardev stdio
         self.netdevs: dict[str, NetBackend] = {}
         self._netdevs_used: set[str] = set()
         for spec in self.config.netdevs:
@@ -366,11 +367,17 @@ class Machine:
                        "virtio-net-pci, virtio-net-device)")  # fmt: skip
 
     def _virtio_console(self, spec: str, options: dict[str, str]) -> VirtioConsole:
-        """`-device virtio-console-pci,chardev=ID`: the console on a -chardev socket (a Unix socket)."""
+        """`-device virtio-console-pci,chardev=ID`: the console on a -chardev: a Unix socket, or
+        the terminal both ways (`-chardev stdio`: typed keys go to it instead of COM1)."""
         chardev = self.chardevs.get(options.pop("chardev"))
         if chardev is None or options:
             raise EmuError(f"-device {spec}: chardev= must name a -chardev (and nothing else may follow)")
-        return VirtioConsole(self.memory, sink=chardev)
+        if isinstance(chardev, UnixSocketChardev):
+            return VirtioConsole(self.memory, sink=chardev)
+        if self.terminal_console is not None:
+            raise EmuError(f"-device {spec}: the terminal's input already goes to another console")
+        self.terminal_console = VirtioConsole(self.memory, sink=self.stdout)
+        return self.terminal_console
 
     def _virtio_net(self, spec: str, options: dict[str, str]) -> VirtioNet:
         """`-device virtio-net-pci,netdev=ID[,mac=52:54:00:12:34:56]`: a NIC on a -netdev backend."""
@@ -633,6 +640,10 @@ class Machine:
         data = self._pending_input
         while not self._terminal.data.empty():
             data += self._terminal.data.get_nowait()
+        if self.terminal_console is not None:  # -chardev stdio: typed keys go to the virtio console
+            self._pending_input = b""
+            self.terminal_console.receive(data)
+            return
         room = self.uart.rx_space()
         self.uart.receive(data[:room])
         self._pending_input = data[room:]

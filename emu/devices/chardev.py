@@ -1,6 +1,7 @@
 """Character backends (QEMU's `-chardev`): where a serial device's bytes go and come from.
 
-The one backend here besides the terminal is a Unix socket, QEMU's
+`-chardev stdio,id=ID` is the terminal (output to stdout, typed keys to the device instead of
+COM1). The other backend is a Unix socket, QEMU's
 `-chardev socket,id=ID,path=PATH,server=on,wait=off`: emu listens at PATH and takes one client
 at a time (`socat - UNIX-CONNECT:PATH`, `nc -U PATH`); what the guest writes goes to the
 client, what the client sends is the guest's input. With no client, output is dropped, as QEMU
@@ -106,13 +107,27 @@ class UnixSocketChardev:
                 pass
 
 
-def parse_chardev(spec: str) -> UnixSocketChardev:
-    """`-chardev socket,id=ID,path=PATH,server=on,wait=off`: the only kind emu has besides the terminal."""
+@dataclass
+class StdioChardev:
+    """`-chardev stdio,id=ID`: the terminal; the machine routes stdout and stdin to the device."""
+
+    id: str
+
+    def close(self) -> None:
+        pass
+
+
+def parse_chardev(spec: str) -> UnixSocketChardev | StdioChardev:
+    """`-chardev socket,id=ID,path=PATH,server=on,wait=off`, or `-chardev stdio,id=ID` (the
+    terminal: a chardev with no path; the machine routes stdin and stdout)."""
     kind, *items = spec.split(",")
     options = dict(item.partition("=")[::2] for item in items)
     chardev_id, path = options.pop("id", ""), options.pop("path", "")
+    if kind == "stdio" and chardev_id and not path and not options:
+        return StdioChardev(chardev_id)
     if kind != "socket" or not chardev_id or not path:
-        raise EmuError(f"-chardev {spec}: emu has socket,id=ID,path=PATH,server=on,wait=off (a Unix socket)")
+        raise EmuError(f"-chardev {spec}: emu has socket,id=ID,path=PATH,server=on,wait=off (a Unix socket) "
+                       "and stdio,id=ID (the terminal)")
     if options.pop("server", "on") != "on" or options.pop("wait", "off") != "off":
         raise EmuError(f"-chardev {spec}: emu listens (server=on) and does not wait for a client (wait=off)")
     if options:

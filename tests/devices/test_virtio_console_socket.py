@@ -84,3 +84,20 @@ def test_a_bad_chardev_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(EmuError, match="must name a -chardev"):
         Machine(MachineConfig(kernel=ROOT / "firmware" / "build" / "hello64.elf",
                               devices=["virtio-console-pci,chardev=nope"]))  # fmt: skip
+
+
+def test_on_chardev_stdio_typed_keys_go_to_the_console_not_com1() -> None:
+    m = Machine(MachineConfig(kernel=ROOT / "firmware" / "build" / "hello64.elf", chardevs=["stdio,id=t"],
+                              devices=["virtio-console-pci,chardev=t"]))  # fmt: skip
+    try:
+        driver = Driver(m, device_type=3)
+        driver.probe()
+        driver.initialize()
+        m.start_stepping(b"ls\n")  # terminal input, as the stdin reader would queue it
+        m._service_devices()  # the loop hands it on: to the console, which has no buffer yet
+        assert not m.uart.rx and bytes(m.terminal_console.pending) == b"ls\n"
+        post(m, DESC, AVAIL, INPUT, 64, DESC_F_WRITE)
+        driver.mmio.write(driver.notify, 2, 0)
+        assert m.memory.read_u16(USED + 2) == 1 and m.memory.read(INPUT, 3) == b"ls\n"
+    finally:
+        m.close()
