@@ -41,7 +41,7 @@ class CpuModel:
 
 def emu64() -> CpuModel:
     """emu's declared CPU: family 6 model 0x3c (Haswell-class), no AVX, long mode, NX."""
-    ebx, edx, ecx = struct.unpack("<3I", VENDOR[0:4] + VENDOR[8:12] + VENDOR[4:8])
+    ebx, edx, ecx = struct.unpack("<3I", VENDOR)  # "Genu" "ineI" "ntel": EBX, EDX, ECX (SDM vol. 2A, CPUID leaf 0)
     leaves: dict[tuple[int, int], tuple[int, int, int, int]] = {
         (0, -1): (0xD, ebx, ecx, edx),
         (1, -1): (0x000306C3, 0x00000800, _L1_ECX, _L1_EDX),  # stepping 3, model 0x3c, family 6

@@ -70,7 +70,7 @@ from .devices.debugcon import FirmwareConsole
 from .devices.serial import FdSink
 from .devices.vga import VgaText
 from .display import TerminalScreen, terminal_fits
-from .loader import multiboot
+from .loader import linux, multiboot
 from .loader.detect import ImageKind, detect_image
 from .loader.firmware import PcFirmware, load_bios
 from .memory import GuestMemory
@@ -202,8 +202,8 @@ class Machine:
     def __post_init__(self) -> None:
         cfg = self.config
         self.kind = detect_image(cfg.kernel)
-        if self.kind is ImageKind.LINUX:
-            raise EmuError(f"{cfg.kernel}: a Linux bzImage; emu cannot boot Linux through the Linux boot protocol yet")
+        if self.kind is ImageKind.LINUX and len(cfg.modules) > 1:
+            raise EmuError("-initrd: a Linux kernel takes one initrd file")
         self.firmware = PcFirmware(load_bios(cfg.bios)) if self.kind is ImageKind.RAW_DISK else None
         self.clock = InstructionClock(shift=cfg.icount_shift) if cfg.deterministic else Clock()
         self.memory = GuestMemory.pc(cfg.memory_mib << 20, backing=cfg.mem_backing)
@@ -242,6 +242,9 @@ class Machine:
         self._poll_window = self.accel.name == "tcg"
         if self.firmware is not None:  # from the reset vector, through the BIOS
             state = self.firmware.reset_state()
+        elif self.kind is ImageKind.LINUX:  # the Linux boot protocol (emu.loader.linux)
+            append = " ".join([cfg.append, *self.kernel_parameters]).strip()
+            state, self.linux = linux.load(cfg.kernel, self.memory, append, cfg.modules[0] if cfg.modules else None)
         else:
             name = cfg.display_name or str(cfg.kernel)
             append = " ".join([cfg.append, *self.kernel_parameters]).strip()
