@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", metavar="IMAGE", nargs="?",
                    help="a multiboot v1 kernel (ELF32, as qemu -kernel takes) or a raw disk image to boot "
                         "through the BIOS, as qemu-system-x86_64 IMAGE")
+    p.add_argument("-kernel", "--kernel", metavar="KERNEL",
+                   help="a multiboot kernel or a Linux bzImage, as QEMU takes it (the same as IMAGE)")
     p.add_argument("-drive", "--drive", action="append", default=[], metavar="file=PATH,format=raw,if=ide|virtio",
                    help="a disk, as QEMU takes it: if=ide is the boot disk (one); if=virtio a virtio-blk disk "
                         "(readonly=on for a read-only one)")  # fmt: skip
@@ -59,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", dest="memory", default="128", metavar="MiB", help="guest RAM in MiB (default 128)")
     p.add_argument("--append", "-append", default="", metavar="CMDLINE", help="kernel command line")
     p.add_argument("--initrd", "-initrd", default="", metavar="FILE[,FILE...]",
-                   help="multiboot modules, comma-separated (as qemu -initrd gives them)")
+                   help="a Linux kernel's initrd, or a multiboot kernel's modules, comma-separated (as qemu -initrd)")
     p.add_argument("--mmu", choices=("shadow", "shadow-python", "unicorn"), default="shadow",
                    help="tcg only: emu's shadow-paging MMU (default; repeated fills served in C), the same "
                         "MMU with every fill in Python, or Unicorn's own page walker")
@@ -159,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         drives = [parse_drive(spec) for spec in args.drive]
         boot = [d["file"] for d in drives if d["if"] == "ide"]
         virtio = [(Path(d["file"]), d.get("readonly") == "on") for d in drives if d["if"] == "virtio"]
+        if args.kernel:  # QEMU's -kernel: the same as IMAGE (a multiboot kernel or a Linux bzImage)
+            if args.image:
+                raise EmuError("give the kernel once: as IMAGE or with -kernel")
+            args.image = args.kernel
         if len(boot) > 1 or (boot and args.image):
             raise EmuError("give the boot disk once: as IMAGE or with -drive ...,if=ide")
         image = Path(boot[0] if boot else args.image or "")
