@@ -71,6 +71,7 @@ from .devices.serial import FdSink
 from .devices.vga import VgaText
 from .display import TerminalScreen, terminal_fits
 from .loader import linux, multiboot
+from .loader.pc_tables import bios_tables_rom
 from .loader.detect import ImageKind, detect_image
 from .loader.firmware import PcFirmware, load_bios
 from .memory import GuestMemory
@@ -208,7 +209,10 @@ class Machine:
         self.clock = InstructionClock(shift=cfg.icount_shift) if cfg.deterministic else Clock()
         self.memory = GuestMemory.pc(cfg.memory_mib << 20, backing=cfg.mem_backing)
         self.accel = _create_accelerator(cfg, self.memory)
-        for region in self.memory.regions() + (self.firmware.regions() if self.firmware else []):
+        # A Linux kernel booted directly still looks in F0000-FFFFF for the BIOS's tables ($PIR)
+        self.bios_tables = bios_tables_rom() if self.kind is ImageKind.LINUX else None
+        tables = [self.bios_tables.region()] if self.bios_tables else []
+        for region in self.memory.regions() + (self.firmware.regions() if self.firmware else []) + tables:
             self.accel.add_memory_region(region)
         if cfg.dirty_log:
             self.accel.enable_dirty_log()
@@ -703,6 +707,8 @@ class Machine:
             disk.close()
         if self.firmware is not None:
             self.firmware.close()
+        if self.bios_tables is not None:
+            self.bios_tables.close()
 
 
 @dataclass

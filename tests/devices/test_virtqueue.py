@@ -110,8 +110,18 @@ def test_event_idx_and_flags_suppress_interrupts(memory: GuestMemory) -> None:
     assert not q.needs_interrupt()  # used idx 1: not past 1 yet
     q.push(q.pop(), 0)
     assert q.needs_interrupt()
+    assert memory.read_u16(USED + 4 + 8 * SIZE) == 2  # avail_event follows every pop: kick me at entry 2
     q.enable_notifications(True)
     assert memory.read_u16(USED + 4 + 8 * SIZE) == 2  # avail_event: the next entry
+
+
+def test_with_event_idx_the_driver_keeps_kicking(memory: GuestMemory) -> None:
+    """Linux's virtqueue_kick_prepare kicks only if need_event(avail_event, new, old): a device
+    that leaves avail_event at 0 gets the first kick and no other (Linux's virtio-rng hung)."""
+    q = ring(memory, [(0x10000, 8, 0, 0)] * 4, [0, 1, 2], event_idx=True)
+    for old in range(3):
+        q.pop()
+        assert need_event(memory.read_u16(USED + 4 + 8 * SIZE), old + 2, old + 1)  # the driver's next kick
     plain = ring(memory, [(0x10000, 8, 0, 0)], [0])
     memory.write_u16(AVAIL, 1)  # NO_INTERRUPT
     assert not plain.needs_interrupt()

@@ -149,6 +149,8 @@ class Virtqueue:
             self.errors += 1
             raise
         self.last_avail = (self.last_avail + 1) & 0xFFFF
+        if self.event_idx:  # "kick me when you add entry last_avail" (§2.7.10; QEMU does it on every pop):
+            self.memory.write_u16(self.used_addr + 4 + 8 * self.size, self.last_avail)  # else the driver stops kicking
         self.chains += 1
         return chain
 

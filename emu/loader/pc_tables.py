@@ -1,0 +1,53 @@
+"""The tables a PC BIOS leaves in F0000-FFFFF for an OS, for guests emu boots directly.
+
+A kernel started by `-kernel` finds no BIOS, but it still looks for the BIOS's tables in the
+legacy ROM area. The first one emu provides is the PCI IRQ Routing Table ("$PIR", Microsoft's
+PCI IRQ Routing Table Specification 1.0): which chipset register steers each slot's INTA#-INTD#,
+and to which ISA IRQs it may be steered. Linux's arch/x86/pci/irq.c scans F0000-FFFFF on
+16-byte boundaries for it, recognises the router (the PIIX3, 8086:7000) and then programs the
+PIRQ route registers and the ELCR itself when a driver asks for a device's IRQ. Without it,
+and without ACPI, Linux cannot give a PCI device an interrupt ("can't find IRQ for PCI INT A").
+
+Layout: a 32-byte header (signature, version 1.0, size, the router's bus and devfn, exclusive
+IRQs, the compatible router's IDs, a checksum byte that makes the whole table sum to 0) and a
+16-byte entry per slot: bus, devfn, then for each of INTA#-INTD# a link value and the bitmap of
+IRQs it can reach, the slot number and a reserved byte. For the PIIX a link value is the
+config-space offset of its PIRQRC register (60h-63h), which is how Linux's pirq_piix_get/set
+use it. The table lives in a 64 KiB ROM at F0000 (E820 marks the range reserved).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from ..devices.pci.piix3 import PIRQRC, ROUTABLE_IRQS, pirq_of
+from ..memory import Rom
+
+TABLES_BASE, TABLES_SIZE = 0xF0000, 0x10000
+PIR_OFFSET = 0x100  # any 16-byte boundary in the area
+ROUTER_DEVFN = 1 << 3  # the PIIX3 at 00:01.0
+INTEL, PIIX3 = 0x8086, 0x7000
+
+
+def pci_irq_routing_table(slots: range = range(1, 32)) -> bytes:
+    """$PIR for bus 0 of emu's PC: every slot's four pins on the PIIX3's PIRQ lines."""
+    bitmap = sum(1 << irq for irq in ROUTABLE_IRQS)
+    entries = b"".join(
+        struct.pack("<BB", 0, slot << 3)
+        + b"".join(struct.pack("<BH", PIRQRC + pirq_of(slot, pin), bitmap) for pin in (1, 2, 3, 4))
+        + struct.pack("<BB", slot, 0)
+        for slot in slots
+    )
+    header = bytearray(struct.pack("<4sHHBBHHHI11xB", b"$PIR", 0x0100, 32 + len(entries), 0, ROUTER_DEVFN, 0,
+                                   INTEL, PIIX3, 0, 0))  # fmt: skip
+    table = bytes(header) + entries
+    checksum = (-sum(table)) & 0xFF
+    return table[:31] + bytes([checksum]) + table[32:]
+
+
+def bios_tables_rom() -> Rom:
+    """The ROM at F0000 holding the tables (the rest reads as zeros)."""
+    area = bytearray(TABLES_SIZE)
+    table = pci_irq_routing_table()
+    area[PIR_OFFSET : PIR_OFFSET + len(table)] = table
+    return Rom(TABLES_BASE, bytes(area), name="bios-tables")
