@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 MODULES = ["virtio_pci", "virtio_mmio", "virtio_blk", "virtio_net", "virtio_console", "virtio-rng", "virtio_balloon",
-           "ext4"]  # fmt: skip
+           "crc32c_generic", "ext4"]  # fmt: skip  (ext4 asks the crypto API for crc32c at mount time)
 INIT = """#!/bin/sh
 # emu's initramfs: mount the pseudo file systems, load the virtio drivers, hand the console a shell.
 /bin/busybox --install -s /bin
@@ -39,6 +39,9 @@ for m in $(cat /etc/modules-order); do insmod "$m" 2>/dev/null; done
 echo "emu-linux: ready"
 exec setsid cttyhack /bin/sh
 """
+
+
+INITRD_REVISION = 2  # bump when MODULES or INIT change: a new cache directory
 
 
 def cache_dir() -> Path:
@@ -112,7 +115,7 @@ def cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
 def build(cache: Path) -> tuple[Path, Path]:
     package = kernel_package()
     version = package.removeprefix("linux-image-")
-    target = cache / version
+    target = cache / f"{version}-{INITRD_REVISION}"
     kernel, initrd = target / "vmlinuz", target / "initrd.img"
     if kernel.exists() and initrd.exists():
         return kernel, initrd
