@@ -12,6 +12,19 @@ BAR = 0xFEBF_0000
 DESC, AVAIL, USED, BUFFER = 0x200000, 0x201000, 0x202000, 0x203000
 
 
+def offer_chain(mem, desc: int, avail: int, chain: list[tuple[int, int, int]], size: int) -> None:
+    """Write one chain of (address, length, flags) from descriptor 0 and put its head in the
+    available ring (both transports' drivers do this the same way)."""
+    from emu.devices.virtio.queue import DESC_F_NEXT
+
+    for i, (address, length, flags) in enumerate(chain):
+        nxt = i + 1 if i + 1 < len(chain) else 0
+        mem.write(desc + 16 * i, struct.pack("<QIHH", address, length, flags | (DESC_F_NEXT if nxt else 0), nxt))
+    idx = mem.read_u16(avail + 2)
+    mem.write_u16(avail + 4 + 2 * (idx % size), 0)
+    mem.write_u16(avail + 2, (idx + 1) & 0xFFFF)
+
+
 class Driver:
     """The few steps of a virtio 1.x PCI driver (VIRTIO 1.2 §3.1.1, §4.1.4, §4.1.5)."""
 
@@ -86,15 +99,8 @@ class Driver:
     def submit(self, chain: list[tuple[int, int, int]], queue_size: int = 8) -> tuple[int, int]:
         """Offer one chain of (address, length, flags) from descriptor 0 and notify; wait for
         nothing (emu's devices complete synchronously): (used idx, bytes written)."""
-        from emu.devices.virtio.queue import DESC_F_NEXT
-
         mem = self.m.memory
-        for i, (address, length, flags) in enumerate(chain):
-            nxt = i + 1 if i + 1 < len(chain) else 0
-            mem.write(DESC + 16 * i, struct.pack("<QIHH", address, length, flags | (DESC_F_NEXT if nxt else 0), nxt))
-        idx = mem.read_u16(AVAIL + 2)
-        mem.write_u16(AVAIL + 4 + 2 * (idx % queue_size), 0)
-        mem.write_u16(AVAIL + 2, (idx + 1) & 0xFFFF)
+        offer_chain(mem, DESC, AVAIL, chain, queue_size)
         self.mmio.write(self.notify, 2, 0)
         used = mem.read_u16(USED + 2)
         return used, struct.unpack("<I", mem.read(USED + 4 + 8 * ((used - 1) % queue_size) + 4, 4))[0]
@@ -162,16 +168,8 @@ class LegacyDriver:
 
     def offer(self, chain: list[tuple[int, int, int]], num: int, pfn: int = DESC >> 12, queue: int = 0) -> None:
         """Put one chain of (address, length, flags) at descriptor 0 in the available ring, and notify."""
-        from emu.devices.virtio.queue import DESC_F_NEXT
-
         desc, avail, _ = self.layout(pfn, num)
-        mem = self.m.memory
-        for i, (address, length, flags) in enumerate(chain):
-            nxt = i + 1 if i + 1 < len(chain) else 0
-            mem.write(desc + 16 * i, struct.pack("<QIHH", address, length, flags | (DESC_F_NEXT if nxt else 0), nxt))
-        idx = mem.read_u16(avail + 2)
-        mem.write_u16(avail + 4 + 2 * (idx % num), 0)
-        mem.write_u16(avail + 2, (idx + 1) & 0xFFFF)
+        offer_chain(self.m.memory, desc, avail, chain, num)
         self.write(0x10, 2, queue)  # QUEUE_NOTIFY
 
     def used(self, num: int, pfn: int = DESC >> 12) -> tuple[int, int, int]:
