@@ -24,6 +24,9 @@ from .i440fx import INTEL
 PIRQRC = 0x60  # PIRQRCA..PIRQRCD at 0x60..0x63
 ROUTE_DISABLED = 0x80
 ROUTABLE_IRQS = frozenset({3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15})
+# What a BIOS leaves in PIRQRC[A:D] before it starts an OS (SeaBIOS's choice on QEMU's i440FX):
+# emu programs these itself when it boots a kernel directly, and its MP and ACPI tables name them.
+FIRMWARE_PIRQ_ROUTES = (10, 10, 11, 11)
 
 
 def pirq_of(slot: int, pin: int) -> int:
@@ -59,6 +62,17 @@ class Piix3IsaBridge(PciFunction):
         if pci.interrupt_pin:
             self.sources.append((slot, pci))
             pci.on_intx_changed = lambda _fn: self.update_irqs()
+
+    def program_firmware_routes(self) -> None:
+        """Steer PIRQ# A-D as a BIOS would have (FIRMWARE_PIRQ_ROUTES), for a direct kernel boot."""
+        for pirq, irq in enumerate(FIRMWARE_PIRQ_ROUTES):
+            self.space[PIRQRC + pirq] = irq
+        self.update_irqs()
+
+    def firmware_irq(self, slot: int, pin: int) -> int:
+        """The ISA IRQ (and, with an IOAPIC, the GSI) that `pin` of `slot` reaches after
+        program_firmware_routes: what the MP table and ACPI's _PRT tell the guest."""
+        return FIRMWARE_PIRQ_ROUTES[pirq_of(slot, pin)]
 
     def route(self, pirq: int) -> int | None:
         """The ISA IRQ PIRQ# `pirq` is steered to, or None (disabled or not a routable IRQ)."""
