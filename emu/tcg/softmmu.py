@@ -12,8 +12,12 @@ Two things the hook cannot do are handled around it:
 - **The exact faulting address.** The hook sees only the page. When emu's walker faults, the
   hook refuses the fill, Unicorn stops, and emu re-runs the faulting instruction once with
   Unicorn's own walker (`UC_TLB_CPU`), which raises the #PF with the exact CR2; emu delivers it
-  through the IDT and switches back. The two walkers are checked against each other on every
-  fault (a disagreement is counted, and Unicorn's answer wins for that instruction).
+  through the IDT and switches back. The retry is one instruction long (an instruction budget
+  of 1): Unicorn's walker honours no write protection, so guest code must never run under it
+  longer. The two walkers are checked against each other on every fault; a disagreement is
+  counted, Unicorn's answer wins for that instruction, and the shadow table is dropped, since
+  that instruction may have stored to a page table unseen. A fill refused while Unicorn only
+  probes (it goes on without stopping) is forgotten when the next run starts.
 - **The privilege of implicit accesses.** The hook is not told the MMU index, so a descriptor
   table read that QEMU makes on behalf of CPL3 code (`iret`, a segment load) looks like a user
   access. emu treats CPL3 accesses inside the GDT, LDT, IDT or TSS as supervisor accesses; the

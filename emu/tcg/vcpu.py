@@ -278,7 +278,11 @@ class TcgVCpu(VCpu):
                 self._window = False
                 self.stats.count(ExitReason.IRQ_WINDOW)
                 return InterruptWindowExit()
-            if self._rom_step or self._stepping:
+            if self._pf_retry is not None:  # Unicorn's walker for the faulting instruction only
+                if not self._counting:
+                    self._start_counting()
+                budget = 1
+            elif self._rom_step or self._stepping:
                 budget = self._single_step_budget()
             else:
                 budget = self._slice_budget()
@@ -292,6 +296,8 @@ class TcgVCpu(VCpu):
             start = _ns()
             self._running = True
             self._run_deferred_invalidations()  # DMA by device threads since the last run
+            if self.softmmu is not None:
+                self.softmmu.fault = None  # a fill refused in a probe (no stop) must not linger
             if self.softmmu is not None and not self._reg(UC_X86_REG_CR0) & CR0_PG:
                 self.softmmu.untracked_code = True  # code translated now is fetched without emu's fills
             if self._last_block is not None:
@@ -506,6 +512,9 @@ class TcgVCpu(VCpu):
                 pass  # stopped before the instruction ran: it will fault again under emu's walker
             elif pending is None or not expected.matches(pending.vector, pending.error_code):
                 mmu.counters.walker_disagreements += 1
+                # The instruction ran under Unicorn's walker, which honours no write protection:
+                # it may have stored to a page table that cached translations came from.
+                mmu.shadow.flush("walker disagreement")
             elif pending.vector == 14:
                 mmu.counters.page_faults += 1
         elif mmu.fault is not None and error is not None:

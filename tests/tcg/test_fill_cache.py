@@ -40,8 +40,12 @@ def test_front_serves_repeated_fills_with_python_answers(guest: str) -> None:
     assert native["fill_path"] == "C" and python["fill_path"].startswith("python")
     assert status == python_status
     assert python["native_hits"] == 0 and native["native_hits"] > native["shadow_hits"] // 2
-    for key in ("page_faults", "walker_disagreements", "pt_write_traps"):
+    for key in ("page_faults", "walker_disagreements"):
         assert native[key] == python[key], key
+    # Page-table write traps depend on when the re-protecting flush ran, which is on a wall-clock
+    # interval (softmmu.FLUSH_INTERVAL_NS): on a loaded host the two runs differ by a few.
+    traps = native["pt_write_traps"], python["pt_write_traps"]
+    assert min(traps) > 0 and abs(traps[0] - traps[1]) <= max(3, max(traps) // 10), traps
     assert native["walker_disagreements"] == 0
 
 
