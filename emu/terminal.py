@@ -77,13 +77,9 @@ def help_text(escape: int) -> str:
 
 def parse_escape(text: str) -> int:
     """`-echr VALUE`, read as C's strtol with base 0 reads it (QEMU's parser): 20, 0x14, 024."""
+    base = 16 if text.lower().startswith("0x") else 8 if len(text) > 1 and text.startswith("0") else 10
     try:
-        if text.lower().startswith("0x"):
-            value = int(text[2:], 16)
-        elif len(text) > 1 and text.startswith("0"):
-            value = int(text[1:], 8)
-        else:
-            value = int(text, 10)
+        value = int(text, base)
     except ValueError:
         raise ValueError(f"-echr {text}: expected a character code, like 1 (Ctrl-A) or 0x14 (Ctrl-T)") from None
     if not 0 <= value <= 0xFF:
