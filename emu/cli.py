@@ -3,7 +3,9 @@
 Exit status, as QEMU's isa-debug-exit defines it: a guest write of V to port 0xf4 ends the run
 with (V << 1) | 1 (always odd). emu's own statuses are even: 0 when the guest stops by itself
 (hlt with interrupts off), 2 for bad input or an unusable host, 4 when the guest dies (triple
-fault, emulation failure), 130 after Ctrl-C. Every error is one line on stderr.
+fault, emulation failure), 128 + the signal after SIGINT, SIGTERM or SIGHUP (130, 143, 129). On
+a terminal, Ctrl-C is the guest's key and Ctrl-A x ends emu with 0 (emu.terminal). Every error is
+one line on stderr.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from . import __version__
 from .errors import EmuError, GuestError
 from .stats import report_json, report_table
+from .terminal import parse_escape
 
 MIN_MIB = 2
 MAX_MIB = 1 << 20  # 1 TiB; the host's own memory (MemTotal) is the bound that matters
@@ -40,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-bios", "--bios", metavar="FILE", help="firmware ROM for raw disks (default: emu's, firmware/bios)")
     p.add_argument("-nographic", "--nographic", action="store_true",
                    help="no screen: the BIOS's int 10h text goes to stdout (also when stdout is not a terminal)")
+    p.add_argument("-echr", "--echr", default="1", metavar="CODE",
+                   help="on a terminal, the escape key before emu's own (as QEMU's -echr): 1 (Ctrl-A, default) "
+                        "to 26 (Ctrl-Z), in decimal, 0x hex or 0 octal; then x quits, h lists the keys")  # fmt: skip
     p.add_argument("--screendump", metavar="FILE", help="write the final VGA text screen to FILE")
     p.add_argument("-device", "--device", action="append", default=[], metavar="DRIVER[,OPTION=VALUE...]",
                    help="add a device, in QEMU's words: virtio-{rng,balloon,console,net}-pci (PCI) or "
@@ -171,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.image and not boot:
             raise EmuError("no image: give a multiboot kernel or a disk image (see emu --help)")
         check_image(image)
+        try:
+            escape = parse_escape(args.echr)
+        except ValueError as error:
+            raise EmuError(str(error)) from None
         config = MachineConfig(kernel=image, accel=args.accel, memory_mib=parse_memory(args.memory),
                                append=args.append, count_instructions=args.stats or bool(args.stats_json),
                                display_name=args.image, modules=parse_modules(args.initrd),
@@ -179,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                                screendump=Path(args.screendump) if args.screendump else None,
                                nographic=args.nographic, devices=args.device, virtio_drives=virtio,
                                netdevs=args.netdev, chardevs=args.chardev, ioeventfd=args.ioeventfd == "on",
-                               irqchip=args.irqchip)  # fmt: skip
+                               irqchip=args.irqchip, escape_char=escape)  # fmt: skip
         machine = Machine(config)
         status = machine.run()
     except (EmuError, GuestError) as err:

@@ -25,7 +25,6 @@ ELCR 0x4d0-0x4d1, isa-debug-exit 0xf4-0xf7, COM1 0x3f8-0x3ff (IRQ 4).
 
 from __future__ import annotations
 
-import os
 import queue
 import signal
 import sys
@@ -75,6 +74,7 @@ from .loader.pc_tables import bios_tables_rom
 from .loader.detect import ImageKind, detect_image
 from .loader.firmware import PcFirmware, load_bios
 from .memory import GuestMemory
+from .terminal import CTRL_A, TerminalSession
 
 COM1_BASE, COM1_IRQ = 0x3F8, 4
 DETERMINISTIC_EPOCH_NS = 946_684_800 * 1_000_000_000  # 2000-01-01 00:00:00 UTC, the RTC's start
@@ -97,6 +97,7 @@ class MachineConfig:
     bios: Path | None = None  # a raw disk boots through this ROM (default: emu's, firmware/bios)
     screendump: Path | None = None  # write the final VGA text screen here
     nographic: bool = False  # never draw the VGA screen on the terminal (its text goes to stdout)
+    escape_char: int = CTRL_A  # on a terminal, the key before emu's own (Ctrl-A x quits; emu.terminal)
     deterministic: bool = False  # stepping runs: time from the instruction count (emu.clock.InstructionClock)
     icount_shift: int = 3  # deterministic: 2**shift ns of guest time per instruction
     devices: list[str] = field(default_factory=list)  # -device DRIVER[,...]: PCI devices from slot 2 up
@@ -167,26 +168,6 @@ class Kicker(threading.Thread):
                 # requested while idle).
                 self.vcpu.kick()
                 self._deadline = time.monotonic_ns() + 1_000_000
-
-
-class TerminalInput(threading.Thread):
-    """Reads the terminal (stdin) for COM1's receiver and wakes the machine."""
-
-    def __init__(self, wake: "Machine") -> None:
-        super().__init__(name="emu-stdin", daemon=True)
-        self.machine = wake
-        self.data: queue.SimpleQueue[bytes] = queue.SimpleQueue()
-
-    def run(self) -> None:
-        while True:
-            try:
-                chunk = os.read(0, 1024)
-            except OSError:
-                return
-            if not chunk:
-                return
-            self.data.put(chunk)
-            self.machine.wake()
 
 
 @dataclass
@@ -484,12 +465,9 @@ class Machine:
         kicker.start()
         if not self.vcpu.preempts_itself:
             self.clock.on_armed = lambda deadline: kicker.schedule_earlier(deadline) if self._in_guest else None
-        terminal = TerminalInput(self)
-        terminal.start()
-        self._terminal = terminal
         previous = {}
-        if _main_thread():  # Ctrl-C and SIGTERM end the run cleanly: output flushed, stats written
-            previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        if _main_thread():  # SIGINT, SIGTERM and SIGHUP end the run cleanly: output flushed, stats written
+            previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         start = time.monotonic_ns()
         if self.display is not None:
             self.display.start()
@@ -500,9 +478,17 @@ class Machine:
         self._threads_running = True
         for transport, _ in self._transports:
             self._sync_ioeventfds(transport)
+        # stdin for COM1 (or a -chardev stdio console); on a terminal in raw mode, with Ctrl-A x to quit
+        terminal = TerminalSession(wake=self.wake, quit=lambda: (self.request_exit(0), self.wake()),
+                                   escape=self.config.escape_char)  # fmt: skip
+        self._terminal = terminal
+        terminal.start()
+        if terminal.interactive:  # someone types and watches: each byte of the guest's at once, not by lines
+            self.stdout.limit = 1
         try:
             return self._loop(kicker)
         finally:
+            terminal.close()  # the terminal as it was, on every way out (emu.terminal)
             self._threads_running = False
             for transport, _ in self._transports:
                 self._sync_ioeventfds(transport)
@@ -523,7 +509,7 @@ class Machine:
                 signal.signal(sig, handler)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
-        self.request_exit(128 + signum)  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+        self.request_exit(128 + signum)  # the shell's convention: 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP
         # A guest halted with no timer sleeps in _wake.wait() with no timeout: wake it. Not by
         # _wake.set() here: the handler may run while this thread holds the Event's own lock.
         threading.Thread(target=self._wake.set, name="emu-signal-wake", daemon=True).start()
