@@ -3,8 +3,8 @@
 emu runs on a pty that is its controlling terminal (tests/ptyemu.py). What
 the firmware guests cannot show: a guest with its own line discipline (Linux's n_tty on ttyS0)
 does the echo, turns Enter (CR) into a line and Ctrl-C into SIGINT for the program in the
-foreground, so the user's terminal must pass every key through raw. One boot (tcg, Unicorn's
-page walker, as tests/linux/test_linux_boot.py), then Ctrl-A x, status 0, the terminal back.
+foreground, so the user's terminal must pass every key through raw. One boot (tcg, the default
+shadow MMU, as tests/linux/test_linux_boot.py), then Ctrl-A x, status 0, the terminal back.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .test_linux_boot import APPEND, guest  # noqa: F401  (the module-scoped fix
 
 def test_a_shell_on_the_terminal(guest: tuple[Path, Path]) -> None:  # noqa: F811
     kernel, initrd = guest
-    emu = PtyEmu(["-m", "emu", "--accel", "tcg", "--mmu", "unicorn", "-m", "512", "-kernel", str(kernel),
+    emu = PtyEmu(["-m", "emu", "--accel", "tcg", "-m", "512", "-kernel", str(kernel),
                   "-initrd", str(initrd), "-append", APPEND])  # fmt: skip
     try:
         emu.wait_for(b"emu-linux: ready", 400)
