@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from unicorn import (UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED,
-                     UC_ERR_INSN_INVALID, UC_ERR_WRITE_PROT, UC_HOOK_BLOCK, UC_HOOK_INSN, UC_HOOK_INTR,
+                     UC_ERR_INSN_INVALID, UC_ERR_WRITE_PROT, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR,
                      UC_HOOK_MEM_WRITE_PROT, Uc, UcError)  # fmt: skip
 from unicorn.unicorn_py3.unicorn import uclib
 from unicorn.x86_const import (UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_INS_SYSCALL,
@@ -60,6 +60,7 @@ _GPRS = struct.Struct("<16Q")  # CPUX86State.regs[], in GPR_NAMES order (emu.tcg
 _IN_HOOK = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_void_p)
 _OUT_HOOK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p)
 _BLOCK_HOOK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_void_p)
+_CODE_HOOK = _BLOCK_HOOK  # UC_HOOK_CODE callbacks have the same signature
 
 
 class _MsrValue(ctypes.Structure):
@@ -129,8 +130,9 @@ class TcgVCpu(VCpu):
         uc.hook_add(UC_HOOK_INSN, self._on_syscall, "syscall", 1, 0, UC_X86_INS_SYSCALL)
         uc.hook_add(UC_HOOK_INSN, self._on_syscall, "sysenter", 1, 0, UC_X86_INS_SYSENTER)
         uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
+        self._instruction_count: ctypes.c_uint64 | None = None
         if count_instructions:
-            uc.hook_add(UC_HOOK_BLOCK, self._on_block)
+            self._count_in_c() or uc.hook_add(UC_HOOK_BLOCK, self._on_block)
 
     # register access through the raw C API (the binding's wrappers cost ~2-50 us) ------------
     def _reg(self, reg: int) -> int:
@@ -230,6 +232,19 @@ class TcgVCpu(VCpu):
             self._pending = Event(intno, EventKind.EXCEPTION, code)
         uc.emu_stop()
 
+    def _count_in_c(self) -> bool:
+        """Count instructions with last_block.c's lb_count (False without a C compiler)."""
+        library, _why = native.load(LAST_BLOCK_SOURCE)
+        if library is None:
+            return False
+        self._instruction_count = ctypes.c_uint64(0)
+        self._count_hook = ctypes.cast(library.lb_count, _CODE_HOOK)  # kept alive with the vCPU
+        handle = ctypes.c_size_t()
+        status = uclib.uc_hook_add(self._handle, ctypes.byref(handle), UC_HOOK_CODE, self._count_hook,
+                                   ctypes.cast(ctypes.byref(self._instruction_count), ctypes.c_void_p),
+                                   ctypes.c_uint64(1), ctypes.c_uint64(0))  # fmt: skip
+        return status == 0
+
     def _on_block(self, uc: Uc, address: int, size: int, _ud: object) -> None:
         key = (address, size)
         n = self._block_sizes.get(key)
@@ -320,6 +335,8 @@ class TcgVCpu(VCpu):
                 self._running = False
                 self.stats.guest_ns += _ns() - start - self._handler_ns
                 self._fold_io_counts()
+                if self._instruction_count is not None:
+                    self.stats.instructions = self._instruction_count.value
                 self._run_deferred_invalidations()
                 if self._rom_step:
                     self._undo_rom_stores()
