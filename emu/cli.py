@@ -18,6 +18,7 @@ from pathlib import Path
 from . import __version__
 from .errors import EmuError, GuestError
 from .stats import report_json, report_table
+from .monitor import parse_monitor
 from .terminal import parse_escape
 
 MIN_MIB = 2
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-netdev", "--netdev", action="append", default=[], metavar="TYPE,id=ID,...",
                    help="a host network backend for a NIC: tap,id=ID,ifname=TAP[,script=no] or "
                         "socket,id=ID,udp=HOST:PORT,localaddr=HOST:PORT | listen=[HOST]:PORT | connect=HOST:PORT")  # fmt: skip
+    p.add_argument("-monitor", "--monitor", metavar="unix:PATH,server=on,wait=off",
+                   help="QEMU's human monitor (emu.monitor: help, info status, info balloon, balloon MiB, quit) "
+                        "on a Unix socket; server,nowait is accepted too")  # fmt: skip
     p.add_argument("--accel", choices=("tcg", "kvm"), default="tcg", help="how to run guest code (default tcg)")
     p.add_argument("--irqchip", choices=("user", "kernel"), default="user",
                    help="kvm: emu's PIC with KVM_INTERRUPT (user, default) or KVM's in-kernel irqchip, with "
@@ -189,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                                screendump=Path(args.screendump) if args.screendump else None,
                                nographic=args.nographic, devices=args.device, virtio_drives=virtio,
                                netdevs=args.netdev, chardevs=args.chardev, ioeventfd=args.ioeventfd == "on",
-                               irqchip=args.irqchip, escape_char=escape)  # fmt: skip
+                               irqchip=args.irqchip, escape_char=escape,
+                               monitor=parse_monitor(args.monitor) if args.monitor else None)  # fmt: skip
         machine = Machine(config)
         status = machine.run()
     except (EmuError, GuestError) as err:

@@ -50,6 +50,7 @@ from .devices.virtio.console import VirtioConsole
 from .devices.virtio.device import VirtioDevice
 from .devices.chardev import UnixSocketChardev, parse_chardev
 from .devices.virtio.iothread import DeviceThread
+from .monitor import Monitor, MonitorServer
 from .devices.virtio.legacy import QUEUE_NOTIFY as LEGACY_QUEUE_NOTIFY
 from .devices.virtio.net import DEFAULT_MAC, VirtioNet, parse_mac
 from .net import NetBackend, parse_netdev
@@ -106,6 +107,7 @@ class MachineConfig:
     irqchip: str = "user"  # kvm: "user" (emu's PIC, KVM_INTERRUPT) or "kernel" (KVM_CREATE_IRQCHIP, irqfds)
     netdevs: list[str] = field(default_factory=list)  # -netdev TYPE,id=ID,...: host backends for NICs
     chardevs: list[str] = field(default_factory=list)  # -chardev socket,id=ID,path=PATH,...: for virtio-console
+    monitor: str | None = None  # -monitor unix:PATH,server=on,wait=off: the socket's path (emu.monitor)
 
 
 MMIO_BASE = 0xFEB0_0000  # virtio-mmio windows, 4 KiB apart, below the IOAPIC's page
@@ -235,6 +237,7 @@ class Machine:
             append = " ".join([cfg.append, *self.kernel_parameters]).strip()
             state = multiboot.boot(cfg.kernel, name, self.memory, append, cfg.modules)
         self.vcpu.set_state(state)
+        self.monitor = MonitorServer(Monitor(self), cfg.monitor) if cfg.monitor else None
 
     # devices ---------------------------------------------------------------------------------
     def _build_devices(self) -> None:
@@ -476,6 +479,8 @@ class Machine:
         if self.irqchip is not None:
             self.irqchip.start()
         self._threads_running = True
+        if self.monitor is not None:
+            self.monitor.start()
         for transport, _ in self._transports:
             self._sync_ioeventfds(transport)
         # stdin for COM1 (or a -chardev stdio console); on a terminal in raw mode, with Ctrl-A x to quit
@@ -489,6 +494,8 @@ class Machine:
             return self._loop(kicker)
         finally:
             terminal.close()  # the terminal as it was, on every way out (emu.terminal)
+            if self.monitor is not None:
+                self.monitor.stop()
             self._threads_running = False
             for transport, _ in self._transports:
                 self._sync_ioeventfds(transport)
@@ -678,6 +685,8 @@ class Machine:
         return True
 
     def close(self) -> None:
+        if self.monitor is not None:
+            self.monitor.close()
         for thread in self.device_threads:
             thread.close()
         if self.irqchip is not None:
