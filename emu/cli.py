@@ -17,8 +17,8 @@ from pathlib import Path
 
 from . import __version__
 from .errors import EmuError, GuestError
-from .stats import report_json, report_table
 from .monitor import parse_monitor
+from .stats import report_json, report_table
 from .terminal import parse_escape
 
 MIN_MIB = 2

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from test_monitor import MonitorClient
+
 from .test_linux_boot import APPEND, ROOT, Console, guest  # noqa: F401  (the module-scoped fixture)
 
 MiB_KB = 1024
@@ -37,7 +38,7 @@ def _wait_for_actual(monitor: MonitorClient, mib: int, timeout: float) -> float:
     return time.monotonic() - start
 
 
-def test_balloon_inflates_and_deflates_on_the_monitors_request(guest: tuple[Path, Path], tmp_path: Path) -> None:  # noqa: F811
+def test_balloon_inflates_and_deflates_on_request(guest: tuple[Path, Path], tmp_path: Path) -> None:  # noqa: F811
     kernel, initrd = guest
     path = tmp_path / "mon.sock"
     proc = subprocess.Popen([sys.executable, "-m", "emu", "--accel", "tcg", "-m", "512", "-kernel", str(kernel),
