@@ -245,8 +245,10 @@ class Machine:
                   file=sys.stderr)  # fmt: skip
         io = _LockedIo(self.buses, self.lock) if self.device_threads else self.buses
         self.vcpu = self.accel.create_vcpu(0, io)
-        if (self.virtio or self.virtio_mmio) and hasattr(self.vcpu, "install_block_hook"):
-            self.vcpu.install_block_hook()  # tcg: MMIO devices interrupt through a safe stop (see TcgVCpu.kick)
+        if (self.virtio or self.virtio_mmio or self.lapic) and hasattr(self.vcpu, "install_block_hook"):
+            # tcg: MMIO devices (the local APIC's EOI and TPR among them) interrupt through a safe
+            # stop (see TcgVCpu.kick), and interrupt windows open at the exact instruction
+            self.vcpu.install_block_hook()
         if self.lapic is not None:
             self.pic.master.on_output = self.lapic.pic_output_changed
             self.lapic.on_output = self._intr_changed
@@ -255,6 +257,8 @@ class Machine:
                 self.lapic.firmware_setup()
         else:
             self.pic.master.on_output = self._intr_changed
+            if self.irqchip is not None and self.firmware is None:  # KVM's APIC, as a BIOS leaves it
+                self.irqchip.firmware_lapic_setup(self.vcpu.fd)
         if self.kind is ImageKind.LINUX:  # the BIOS's job: PCI interrupts routed (MP table)
             self.isa_bridge.program_firmware_routes()
         self._in_guest = False

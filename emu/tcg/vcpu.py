@@ -247,6 +247,7 @@ class TcgVCpu(VCpu):
         """An intercepted RDMSR/WRMSR of IA32_APIC_BASE or MOV to/from CR8 (emu.tcg.intercepts):
         RIP is at the instruction; serve it from the local APIC and continue after it."""
         t = _ns()
+        self._in_mmio = True  # a kick from the APIC (a lower TPR) must stop at a block boundary
         try:
             self.ctx.save()
             apic = self.apic
@@ -282,6 +283,8 @@ class TcgVCpu(VCpu):
         except BaseException as err:  # noqa: BLE001 - reported by run(), never lost in ctypes
             self._fail_in_hook(err)
             return
+        finally:
+            self._in_mmio = False
         dt = _ns() - t
         self.stats.count(reason, dt)
         self._handler_ns += dt
@@ -362,8 +365,16 @@ class TcgVCpu(VCpu):
                 self.softmmu.untracked_code = True  # code translated now is fetched without emu's fills
             if self._last_block is not None:
                 struct.pack_into("<Q", self._last_block, 0, NO_BLOCK)
-                if struct.unpack_from("<I", self._last_block, 12)[0] == 2:
-                    struct.pack_into("<I", self._last_block, 12, 0)  # a stop already reported as a kick
+                struct.pack_into("<I", self._last_block, 32, 1)  # the next block is this run's first
+                stop = was = struct.unpack_from("<I", self._last_block, 12)[0]
+                if stop == 2:
+                    stop = 0  # a stop already reported as a kick
+                if self._window and stop == 0:
+                    stop = 3  # stop where IF becomes 1 (last_block.c)
+                elif not self._window and stop == 3:
+                    stop = 0
+                if stop != was:
+                    struct.pack_into("<I", self._last_block, 12, stop)
             rflags = self._reg(UC_X86_REG_RFLAGS)
             if rflags & RFLAGS_RF:
                 # RF (set by an IRET from a fault handler) lasts for one instruction: the CPU
@@ -497,9 +508,10 @@ class TcgVCpu(VCpu):
         library, _why = native.load(LAST_BLOCK_SOURCE)
         if library is None:
             return  # no compiler: _stopped_after_hlt falls back to the byte before RIP
-        self._last_block = ctypes.create_string_buffer(24)
+        self._last_block = ctypes.create_string_buffer(40)
         struct.pack_into("<QQ", self._last_block, 0, NO_BLOCK, 0)
-        struct.pack_into("<Q", self._last_block, 16, ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value)
+        struct.pack_into("<QQ", self._last_block, 16, ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value,
+                         ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value)  # fmt: skip
         self._last_block_hook = ctypes.cast(library.lb_hook, _BLOCK_HOOK)  # kept alive with the vCPU
         handle = ctypes.c_size_t()
         status = uclib.uc_hook_add(self._handle, ctypes.byref(handle), UC_HOOK_BLOCK, self._last_block_hook,

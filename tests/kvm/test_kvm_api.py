@@ -39,6 +39,11 @@ def test_struct_sizes() -> None:
     assert sizeof(api.kvm_enable_cap) == 104
     assert sizeof(api.kvm_run_exit) == 256
     assert sizeof(api.kvm_run) == 2352
+    assert sizeof(api.kvm_irq_routing_entry) == 48
+    assert sizeof(api.kvm_irq_routing) == 8
+    assert sizeof(api.routing_list(2)) == 8 + 2 * 48
+    assert sizeof(api.kvm_irqchip) == 520
+    assert sizeof(api.kvm_lapic_state) == 1024
 
 
 def _offset(struct_type: type, *path: str) -> int:
