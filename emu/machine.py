@@ -531,6 +531,9 @@ class Machine:
         kicker.start()
         if not self.vcpu.preempts_itself:
             self.clock.on_armed = lambda deadline: kicker.schedule_earlier(deadline) if self._in_guest else None
+        elif hasattr(self.vcpu, "deadline_moved_earlier"):  # tcg: a timer armed mid-run shortens the slice
+            vcpu = self.vcpu
+            self.clock.on_armed = lambda deadline: vcpu.deadline_moved_earlier(deadline) if self._in_guest else None
         terminal = TerminalInput(self)
         terminal.start()
         self._terminal = terminal

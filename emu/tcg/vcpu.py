@@ -482,6 +482,15 @@ class TcgVCpu(VCpu):
     def set_deadline(self, deadline_ns: int | None) -> None:
         self._deadline_ns = deadline_ns
 
+    def deadline_moved_earlier(self, deadline_ns: int) -> None:
+        """A device armed a timer during this run (the guest wrote the local APIC's initial
+        count, or programmed the PIT): the slice's budget was sized for a later deadline, so
+        end the slice at the next block boundary and size the next one for this deadline."""
+        if self._deadline_ns is None or deadline_ns < self._deadline_ns:
+            self._deadline_ns = deadline_ns
+            if self._running and self._last_block is not None:
+                struct.pack_into("<I", self._last_block, 12, 1)  # stop at the next block; not a kick
+
     def _slice_budget(self) -> int:
         """Instructions for the next emu_start: 0 = unlimited, -1 = the deadline has passed."""
         if self._deadline_ns is None:
