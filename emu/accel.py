@@ -243,7 +243,8 @@ class ExitReason(enum.Enum):
     INTERRUPT = "interrupt"  # an external interrupt injected from the PIC
     CPUID = "cpuid"  # tcg: cpuid answered by emu's CPU model
     SYSCALL = "syscall"  # tcg: syscall/sysenter performed by emu
-    MSR = "msr"  # rdmsr/wrmsr served by emu
+    MSR = "msr"  # rdmsr/wrmsr served by emu (IA32_APIC_BASE; tcg: an SVM intercept, emu.tcg.intercepts)
+    TPR = "tpr"  # CR8, the local APIC's task priority, read or written (tcg: intercepted; kvm: KVM_EXIT_SET_TPR)
     DEBUG = "debug"  # single-step or breakpoint (KVM_EXIT_DEBUG)
 
 
@@ -333,6 +334,16 @@ class ExitStats:
 # The two sides of the interface
 
 
+class LocalApicRegisters(Protocol):
+    """What a vCPU reaches of its local APIC without MMIO (emu.devices.lapic.LocalApic)."""
+
+    @property
+    def cr8(self) -> int: ...
+    def write_cr8(self, value: int) -> None: ...
+    def read_base_msr(self) -> int: ...
+    def write_base_msr(self, value: int) -> None: ...
+
+
 class IoHandler(Protocol):
     """What a vCPU may call to serve an exit: the machine's buses (emu.devices.bus)."""
 
@@ -411,6 +422,10 @@ class VCpu(ABC):
 
     def set_deadline(self, deadline_ns: int | None) -> None:  # noqa: B027 - optional
         """Return KickExit from run() once monotonic time reaches `deadline_ns`."""
+
+    def attach_apic(self, apic: LocalApicRegisters) -> None:  # noqa: B027 - optional
+        """Give this vCPU its local APIC in emu (the userspace irqchip): the IA32_APIC_BASE MSR
+        and CR8 (= TPR[7:4]) are the APIC's, so the vCPU hands their reads and writes to it."""
 
     def step(self, count: int = 1) -> VcpuExit:
         """Execute one instruction (or `count`, where the backend can: tcg) (serving its port IO and MMIO) and return DebugExit after it;

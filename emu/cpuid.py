@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 VENDOR = b"GenuineIntel"
 BRAND = b"emu virtual CPU (x86-64)".ljust(48, b"\0")
 
-# Leaf 1 EDX: fpu vme de pse tsc msr pae mce cx8 sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2
-_L1_EDX = sum(1 << b for b in (0, 1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 14, 15, 16, 17, 19, 23, 24, 25, 26))
-# Leaf 1 ECX: sse3 ssse3 cx16 sse4.1 sse4.2 popcnt hypervisor
+# Leaf 1 EDX: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2
+# (apic: the xAPIC of emu.devices.lapic)
+_L1_EDX = sum(1 << b for b in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 19, 23, 24, 25, 26))
+# Leaf 1 ECX: sse3 ssse3 cx16 sse4.1 sse4.2 popcnt hypervisor. Not x2apic (bit 21) nor tsc-deadline
+# (bit 24): emu's local APIC has neither mode.
 _L1_ECX = sum(1 << b for b in (0, 9, 13, 19, 20, 23, 31))
 # Leaf 0x80000001 EDX: syscall nx lm; ECX: lahf_lm
 _E1_EDX = (1 << 11) | (1 << 20) | (1 << 29)
@@ -44,7 +46,8 @@ def emu64() -> CpuModel:
     ebx, edx, ecx = struct.unpack("<3I", VENDOR)  # "Genu" "ineI" "ntel": EBX, EDX, ECX (SDM vol. 2A, CPUID leaf 0)
     leaves: dict[tuple[int, int], tuple[int, int, int, int]] = {
         (0, -1): (0xD, ebx, ecx, edx),
-        (1, -1): (0x000306C3, 0x00000800, _L1_ECX, _L1_EDX),  # stepping 3, model 0x3c, family 6
+        # stepping 3, model 0x3c, family 6; EBX: initial APIC ID 0 (bits 31:24), CLFLUSH line 8 qwords
+        (1, -1): (0x000306C3, 0x00000800, _L1_ECX, _L1_EDX),
         (7, 0): (0, 0, 0, 0),
         (0x80000000, -1): (0x80000008, 0, 0, 0),
         (0x80000001, -1): (0, 0, _E1_ECX, _E1_EDX),

@@ -2,9 +2,10 @@
 
 This is the VMM's main loop, the same on both accelerators:
 
-    fire due timers (PIT, RTC) -> hand terminal input to the UART -> if the PIC raises INTR
-    and the vCPU can take it, acknowledge (INTA) and inject; else ask for an interrupt window
-    -> run the vCPU until it returns -> halt: sleep until the next timer or input; kick: loop.
+    fire due timers (PIT, RTC, local APIC timer) -> hand terminal input to the UART -> if the
+    local APIC requests an interrupt (its own IRR above the priority, or the PIC's INTR through
+    LINT0) and the vCPU can take it, acknowledge (INTA) and inject; else ask for an interrupt
+    window -> run the vCPU until it returns -> halt: sleep until the next timer or input; kick: loop.
 
 Legacy device callbacks run on this thread. Each virtio device has its own thread, woken by
 eventfds (emu.devices.virtio.iothread); device models are guarded by one lock, `Machine.lock`,
@@ -14,11 +15,17 @@ the next timer deadline, the terminal reader when input arrives, a signal handle
 On tcg a run ends itself at the deadline (VCpu.set_deadline) and input waits for it, for the
 guest's next read of COM1, or wakes a halted guest; only ending the run kicks from outside.
 Port IO is served inside `VCpu.run()` through `self.buses` (the IoHandler); when a device
-raises INTR during such an access, the PIC's output callback stops run() from inside the hook.
+raises INTR during such an access, the APIC's output callback stops run() from inside the hook.
+
+Interrupt controllers (emu.devices.lapic, ioapic, pic): CPU 0's local APIC at 0xFEE00000 decides
+what the CPU takes; the 8259 pair sits behind its LINT0 (ExtINT, "virtual wire"), and each ISA
+IRQ line also reaches the I/O APIC at 0xFEC00000 (IRQ 0 on pin 2). A guest uses either: a
+PIC-only guest never notices the APICs. With --irqchip kernel all three are KVM's instead.
 
 Memory map: the PC's (emu.memory): RAM at 0-640 KiB, from 1 MiB up to min(-m, 3 GiB), and the
-rest of -m from 4 GiB, one accelerator region (KVM memory slot) per range; the legacy hole
-0xA0000-0xFFFFF and everything else that is not RAM is unassigned and reads as zeros (as in QEMU).
+rest of -m from 4 GiB, one accelerator region (KVM memory slot) per range; the I/O APIC page at
+0xFEC00000 and the local APIC page at 0xFEE00000 are MMIO; the legacy hole 0xA0000-0xFFFFF and
+everything else that is not RAM is unassigned and reads as zeros (as in QEMU).
 Port map: PIC 0x20/0xA0, PIT 0x40-0x43, port B 0x61, RTC 0x70-0x71, POST 0x80, port A 0x92,
 ELCR 0x4d0-0x4d1, isa-debug-exit 0xf4-0xf7, COM1 0x3f8-0x3ff (IRQ 4).
 """
@@ -58,6 +65,8 @@ from .devices.virtio.mmio import WINDOW as MMIO_WINDOW
 from .devices.virtio.mmio import VirtioMmio
 from .devices.virtio.rng import VirtioRng
 from .devices.pic import Pic8259Pair
+from .devices.ioapic import IOAPIC_BASE_ADDRESS, IOAPIC_WINDOW, FanOutLine, IoApic, ioapic_pin_of_isa_irq
+from .devices.lapic import APIC_BASE_ADDRESS, APIC_WINDOW, LocalApic
 from .devices.pit import Pit8254
 from .devices.port61 import SystemControlPortB
 from .devices.rtc import CmosRtc
@@ -219,9 +228,22 @@ class Machine:
                   file=sys.stderr)  # fmt: skip
         io = _LockedIo(self.buses, self.lock) if self.device_threads else self.buses
         self.vcpu = self.accel.create_vcpu(0, io)
-        if (self.virtio or self.virtio_mmio) and hasattr(self.vcpu, "install_block_hook"):
-            self.vcpu.install_block_hook()  # tcg: MMIO devices interrupt through a safe stop (see TcgVCpu.kick)
-        self.pic.master.on_output = self._intr_changed
+        if (self.virtio or self.virtio_mmio or self.lapic) and hasattr(self.vcpu, "install_block_hook"):
+            # tcg: MMIO devices (the local APIC's EOI and TPR among them) interrupt through a safe
+            # stop (see TcgVCpu.kick), and interrupt windows open at the exact instruction
+            self.vcpu.install_block_hook()
+        if self.lapic is not None:
+            self.pic.master.on_output = self.lapic.pic_output_changed
+            self.lapic.on_output = self._intr_changed
+            self.vcpu.attach_apic(self.lapic)
+            if self.firmware is None:  # a kernel booted directly finds what a BIOS leaves
+                self.lapic.firmware_setup()
+        else:
+            self.pic.master.on_output = self._intr_changed
+            if self.irqchip is not None and self.firmware is None:  # KVM's APIC, as a BIOS leaves it
+                self.irqchip.firmware_lapic_setup(self.vcpu.fd)
+        if self.kind is ImageKind.LINUX:  # the BIOS's job: PCI interrupts routed (MP table)
+            self.isa_bridge.program_firmware_routes()
         self._in_guest = False
         self._wake = threading.Event()
         self._pending_input = b""
@@ -244,13 +266,19 @@ class Machine:
         ports = self.buses.ports
         self.pic = Pic8259Pair()
         self.pic.register(ports)
-        # Interrupt wires: into emu's PIC, or with --irqchip kernel into KVM's (ISA devices by
-        # KVM_IRQ_LINE, PCI and virtio-mmio interrupts by irqfds; emu.kvm_accel.irqchip)
+        # Interrupt wires: into emu's PIC and I/O APIC, or with --irqchip kernel into KVM's (ISA
+        # devices by KVM_IRQ_LINE, PCI and virtio-mmio interrupts by irqfds; emu.kvm_accel.irqchip)
         self.irqchip = None
-        self._line = self._pci_line = self.pic.line
+        self.lapic: LocalApic | None = None
+        self.ioapic: IoApic | None = None
         if self.config.irqchip == "kernel":
             self.irqchip = self.accel.create_irqchip()
             self._line, self._pci_line = self.irqchip.line, self.irqchip.irqfd_line
+        else:
+            self._build_apics()
+            self._line = self._pci_line = self._isa_line
+        # What the CPU's interrupt input asks: the local APIC, which has the PIC behind LINT0
+        self.interrupts: LocalApic | Pic8259Pair = self.lapic or self.pic
         self.pit = Pit8254(self.clock, self._line(0))
         ports.register(0x40, 4, self.pit, "pit")
         self.port_b = SystemControlPortB(self.pit)
@@ -314,6 +342,24 @@ class Machine:
             self.virtio.append(function)
         ports.register(0x80, 1, PostCodePort(), "post")
         ports.register(0x92, 1, SystemControlPortA(self), "port-a")
+
+    def _build_apics(self) -> None:
+        """CPU 0's local APIC at 0xFEE00000 with the PIC on its LINT0, and the I/O APIC at
+        0xFEC00000. Every ISA IRQ line reaches both its 8259 input and an I/O APIC pin (IRQ 0 on
+        pin 2); PCI INTx reach ISA lines through the PIIX3's PIRQ routes, so the same fan-out."""
+        self.lapic = LocalApic(self.clock, self.pic, on_warning=_warn_lapic)
+        self.ioapic = IoApic(lapics=[self.lapic])
+        self.lapic.on_eoi = self.ioapic.eoi
+        self.buses.mmio.register(APIC_BASE_ADDRESS, APIC_WINDOW, self.lapic, "lapic")
+        self.buses.mmio.register(IOAPIC_BASE_ADDRESS, IOAPIC_WINDOW, self.ioapic, "ioapic")
+        self._isa_lines = {irq: FanOutLine((self.pic.line(irq), self.ioapic.line(ioapic_pin_of_isa_irq(irq))))
+                           for irq in range(16)}  # fmt: skip
+
+    def _isa_line(self, irq: int) -> FanOutLine:
+        """The wire of ISA IRQ `irq` (0-15): to the 8259 pair and to the I/O APIC."""
+        if irq not in self._isa_lines:
+            raise ValueError(f"IRQ {irq} is not 0-15")
+        return self._isa_lines[irq]
 
     def _virtio_disk(self, path: Path, readonly: bool) -> VirtioPci:
         disk = DiskImage(path, readonly=readonly)
@@ -422,9 +468,10 @@ class Machine:
             self.ioeventfd_transports.add(id(transport))
 
     def _intr_changed(self, level: bool) -> None:
-        """The PIC's INTR output changed, during a port access the vCPU is serving or on a
-        device thread: make run() return so the loop can deliver, or wake a halted guest
-        (between the two, the loop looks anyway)."""
+        """The CPU's interrupt request (the local APIC's output, or the PIC's INTR without one)
+        changed, during a port or MMIO access the vCPU is serving, on a device thread or in a
+        timer: make run() return so the loop can deliver, or wake a halted guest (between the
+        two, the loop looks anyway)."""
         if level:
             if self._in_guest:
                 self.vcpu.kick()
@@ -468,6 +515,9 @@ class Machine:
         kicker.start()
         if not self.vcpu.preempts_itself:
             self.clock.on_armed = lambda deadline: kicker.schedule_earlier(deadline) if self._in_guest else None
+        elif hasattr(self.vcpu, "deadline_moved_earlier"):  # tcg: a timer armed mid-run shortens the slice
+            vcpu = self.vcpu
+            self.clock.on_armed = lambda deadline: vcpu.deadline_moved_earlier(deadline) if self._in_guest else None
         previous = {}
         if _main_thread():  # SIGINT, SIGTERM and SIGHUP end the run cleanly: output flushed, stats written
             previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
@@ -583,9 +633,9 @@ class Machine:
         if inject is not None:
             self.vcpu.inject_interrupt(inject)
             injected = inject
-        elif interrupts and self.pic.has_interrupt():
+        elif interrupts and self.interrupts.has_interrupt():
             if self.vcpu.interrupts_allowed():
-                injected = self.pic.acknowledge()
+                injected = self.interrupts.acknowledge()
                 self.vcpu.inject_interrupt(injected)
                 self.vcpu.request_interrupt_window(False)
             else:  # kvm: KVM_RUN stops (IRQ_WINDOW_OPEN) before the first instruction that can take it
@@ -622,7 +672,7 @@ class Machine:
         """After a step that halted with interrupts on: sleep until a device interrupts (with
         the deterministic clock: jump to the next timer instead, in no host time)."""
         if isinstance(self.clock, InstructionClock):
-            while not self.pic.has_interrupt() and self.exit_status is None:
+            while not self.interrupts.has_interrupt() and self.exit_status is None:
                 if not self.clock.skip_to_next_deadline():
                     break
                 self._service_devices()
@@ -649,13 +699,15 @@ class Machine:
         self._pending_input = data[room:]
 
     def _update_interrupts(self) -> bool:
-        """Inject a pending PIC interrupt if the vCPU can take one; True if one must wait."""
-        if not self.pic.has_interrupt():
+        """Inject a pending interrupt (the local APIC's, or the PIC's through it) if the vCPU can
+        take one; True if one must wait."""
+        interrupts = self.interrupts
+        if not interrupts.has_interrupt():
             self.vcpu.request_interrupt_window(False)
             return False
         if self.vcpu.interrupts_allowed():
-            self.vcpu.inject_interrupt(self.pic.acknowledge())
-            waiting = self.pic.has_interrupt()
+            self.vcpu.inject_interrupt(interrupts.acknowledge())
+            waiting = interrupts.has_interrupt()
             self.vcpu.request_interrupt_window(waiting)
             return waiting
         self.vcpu.request_interrupt_window(True)
@@ -674,7 +726,7 @@ class Machine:
         while self.exit_status is None:
             with self.lock:
                 self._service_devices()
-                if self.pic.has_interrupt():
+                if self.interrupts.has_interrupt():
                     break
             deadline = self.clock.next_deadline()
             timeout = None if deadline is None else max(0, deadline - time.monotonic_ns()) / 1e9
@@ -776,6 +828,10 @@ class _TerminalFeed:
 def _is_mmio(spec: str) -> bool:
     """`-device virtio-*-device[,...]` is a virtio-mmio device (QEMU's name); `-pci` a PCI one."""
     return spec.split(",", 1)[0].endswith("-device")
+
+
+def _warn_lapic(message: str) -> None:
+    print(f"emu: local APIC: {message}", file=sys.stderr)
 
 
 def _earliest(deadline: int | None, other: int) -> int:

@@ -53,7 +53,16 @@ def irqchip_report(machine: Machine) -> dict:
     """Where interrupts were decided and how they reached the guest: emu's PIC and
     KVM_INTERRUPT (or Unicorn, on tcg), or KVM's irqchip through KVM_IRQ_LINE and irqfds."""
     if machine.irqchip is None:
-        return {"kind": "user", "injected": machine.vcpu.stats.counts.get(ExitReason.INTERRUPT, 0)}
+        report: dict = {"kind": "user", "injected": machine.vcpu.stats.counts.get(ExitReason.INTERRUPT, 0)}
+        if machine.lapic is not None:
+            report["lapic"] = vars(machine.lapic.counters)
+        if machine.ioapic is not None:
+            counters = machine.ioapic.counters
+            report["ioapic"] = {"messages": {str(pin): n for pin, n in enumerate(counters.messages) if n},
+                                "eois": counters.eois, "redelivered": counters.redelivered,
+                                "unsupported": counters.unsupported}  # fmt: skip
+        report["pic_delivered"] = {str(irq): n for irq, n in enumerate(machine.pic.delivered) if n}
+        return report
     return {"kind": "kernel", **vars(machine.irqchip.counters)}
 
 
@@ -180,7 +189,20 @@ def report_table(machine: Machine) -> str:
     chip = data["irqchip"]
     if chip["kind"] == "user":
         how = "KVM_INTERRUPT" if data["accel"] == "kvm" else "delivered by emu through the guest IDT"
-        lines.append(f"irqchip: emu's PIC (userspace), {chip['injected']} interrupts injected ({how})")
+        lines.append(f"irqchip: emu's (userspace), {chip['injected']} interrupts injected ({how})")
+        if chip.get("pic_delivered"):
+            lines.append("  8259 PIC (ExtINT): " + ", ".join(f"IRQ {irq}: {n}" for irq, n in chip["pic_delivered"].items()))
+        if "lapic" in chip:
+            a = chip["lapic"]
+            lines.append(f"  local APIC: {a['delivered']} from its IRR ({a['accepted']} accepted, {a['coalesced']} "
+                         f"coalesced, {a['dropped_disabled']} dropped while disabled), {a['extint']} ExtINT, "
+                         f"{a['spurious']} spurious; {a['eois']} EOIs ({a['eoi_broadcasts']} to the I/O APIC); "
+                         f"timer {a['timer_interrupts']} expiries ({a['timer_lost']} lost); {a['ipis']} IPIs")  # fmt: skip
+        if "ioapic" in chip:
+            i = chip["ioapic"]
+            pins = ", ".join(f"pin {pin}: {n}" for pin, n in i["messages"].items()) or "none"
+            lines.append(f"  I/O APIC: messages {pins}; {i['eois']} EOIs cleared Remote IRR, "
+                         f"{i['redelivered']} re-sent")  # fmt: skip
     else:
         lines.append(f"irqchip: KVM's (in-kernel): {chip['irq_line_ioctls']} KVM_IRQ_LINE calls, "
                      f"{chip['irqfd_writes']} irqfd writes, {chip['resamples']} resamples at EOI "

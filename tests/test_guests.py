@@ -51,10 +51,19 @@ def run_guest(guest: str, accel: str, *options: str) -> subprocess.CompletedProc
     )  # fmt: skip
 
 
-def expected_for(guest: str, accel: str) -> tuple[bytes, int, str]:
+# kvm_pvm transcripts that record a deviation of KVM's in-kernel local APIC/IOAPIC (the same under
+# `qemu -accel kvm` here): with emu's own APICs (--irqchip user, the default) the guest prints
+# the architectural transcript on this host too. apic64: an ISR bit read in the handler reads 0,
+# and a level pin's Remote IRR stays set after the EOI of its second delivery.
+KVM_PVM_IN_KERNEL_IRQCHIP_ONLY = {"apic64"}
+
+
+def expected_for(guest: str, accel: str, irqchip: str = "user") -> tuple[bytes, int, str]:
     """(transcript, exit status, which file) that `guest` must produce on `accel` here."""
     directory = EXPECTED
-    if accel == "kvm" and HOST_IS_KVM_PVM and (EXPECTED / "kvm_pvm" / f"{guest}.txt").exists():
+    if accel == "kvm" and HOST_IS_KVM_PVM and (EXPECTED / "kvm_pvm" / f"{guest}.txt").exists() and (
+        irqchip == "kernel" or guest not in KVM_PVM_IN_KERNEL_IRQCHIP_ONLY
+    ):
         directory = EXPECTED / "kvm_pvm"
     text = (directory / f"{guest}.txt").read_bytes()
     status = int((directory / f"{guest}.status").read_text())
@@ -63,7 +72,7 @@ def expected_for(guest: str, accel: str) -> tuple[bytes, int, str]:
 
 def check(guest: str, accel: str, *options: str) -> None:
     result = run_guest(guest, accel, *options)
-    text, status, source = expected_for(guest, accel)
+    text, status, source = expected_for(guest, accel, "kernel" if "kernel" in options else "user")
     assert result.stdout.decode(errors="replace") == text.decode(errors="replace"), f"differs from {source}"
     assert result.returncode == status, result.stderr.decode(errors="replace")
     assert result.stderr == STDERR.get(guest, b"")
@@ -88,10 +97,12 @@ def test_guest_on_kvm(guest: str) -> None:
 
 @requires_kvm
 @pytest.mark.kvm
-@pytest.mark.parametrize("guest", ["irqs64", "idle64", "virtio64"])
+@pytest.mark.parametrize("guest", ["irqs64", "idle64", "virtio64", "apic64"])
 def test_guest_on_kvm_with_the_in_kernel_irqchip(guest: str) -> None:
     """--irqchip kernel: KVM's PIC takes the PIT, UART and RTC lines by KVM_IRQ_LINE and the PCI
-    interrupts by irqfd, and the guest's `hlt` waits inside KVM; the transcript is the same."""
+    interrupts by irqfd, and the guest's `hlt` waits inside KVM; the transcript is the same.
+    apic64 checks KVM's local APIC (as emu sets it up for a direct boot), its I/O APIC (ID 1)
+    and emu's GSI routing (the PIT's GSI 0 on IOAPIC pin 2)."""
     check(guest, "kvm", "--irqchip", "kernel")
 
 

@@ -369,6 +369,52 @@ class kvm_irq_level(Structure):
     _fields_ = [("irq", c_uint32), ("level", c_uint32)]
 
 
+class kvm_irq_routing_irqchip(Structure):
+    _fields_ = [("irqchip", c_uint32), ("pin", c_uint32)]
+
+
+class kvm_irq_routing_entry(Structure):
+    """One GSI route (api.rst §4.52 KVM_SET_GSI_ROUTING): `gsi` drives input `u.pin` of in-kernel
+    chip `u.irqchip` (type KVM_IRQ_ROUTING_IRQCHIP). A GSI may have several entries."""
+
+    _fields_ = [("gsi", c_uint32), ("type", c_uint32), ("flags", c_uint32), ("pad", c_uint32),
+                ("u", kvm_irq_routing_irqchip), ("u_pad", c_uint32 * 6)]  # fmt: skip
+
+
+class kvm_irq_routing(Structure):
+    """KVM_SET_GSI_ROUTING's header; `nr` entries follow (routing_list(n))."""
+
+    _fields_ = [("nr", c_uint32), ("flags", c_uint32)]
+
+
+def routing_list(n: int) -> type:
+    class kvm_irq_routing_n(Structure):
+        _fields_ = [("nr", c_uint32), ("flags", c_uint32), ("entries", kvm_irq_routing_entry * n)]
+
+    return kvm_irq_routing_n
+
+
+KVM_IRQ_ROUTING_IRQCHIP = 1
+KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_IOAPIC = 0, 1, 2
+
+
+class kvm_irqchip(Structure):
+    """KVM_GET_IRQCHIP / KVM_SET_IRQCHIP (api.rst §4.26-4.27): one in-kernel chip's state; for
+    the IOAPIC, `chip` holds struct kvm_ioapic_state (base_address u64, ioregsel u32, id u32, ...)."""
+
+    _fields_ = [("chip_id", c_uint32), ("pad", c_uint32), ("chip", c_uint8 * 512)]
+
+
+KVM_IOAPIC_STATE_ID_OFFSET = 12  # kvm_ioapic_state.id, inside kvm_irqchip.chip
+
+
+class kvm_lapic_state(Structure):
+    """KVM_GET_LAPIC / KVM_SET_LAPIC (api.rst §4.57-4.58): the in-kernel local APIC's register
+    page, 1 KiB, at the xAPIC offsets (0xF0 SVR, 0x350 LINT0, ...)."""
+
+    _fields_ = [("regs", c_uint8 * 1024)]
+
+
 class kvm_enable_cap(Structure):
     """KVM_ENABLE_CAP (api.rst §4.37)."""
 
@@ -510,6 +556,9 @@ KVM_SET_TSS_ADDR = _IO(KVMIO, 0x47)
 KVM_SET_IDENTITY_MAP_ADDR = _IOW(KVMIO, 0x48, c_uint64)
 KVM_CREATE_IRQCHIP = _IO(KVMIO, 0x60)
 KVM_IRQ_LINE = _IOW(KVMIO, 0x61, kvm_irq_level)
+KVM_GET_IRQCHIP = _IOWR(KVMIO, 0x62, kvm_irqchip)
+KVM_SET_IRQCHIP = _IOR(KVMIO, 0x63, kvm_irqchip)  # (sic) _IOR in the kernel's header
+KVM_SET_GSI_ROUTING = _IOW(KVMIO, 0x6A, kvm_irq_routing)
 KVM_IRQFD = _IOW(KVMIO, 0x76, kvm_irqfd)
 KVM_IOEVENTFD = _IOW(KVMIO, 0x79, kvm_ioeventfd)
 KVM_ENABLE_CAP = _IOW(KVMIO, 0xA3, kvm_enable_cap)
@@ -526,6 +575,8 @@ KVM_GET_MSRS = _IOWR(KVMIO, 0x88, kvm_msrs)
 KVM_SET_MSRS = _IOW(KVMIO, 0x89, kvm_msrs)
 KVM_GET_FPU = _IOR(KVMIO, 0x8C, kvm_fpu)
 KVM_SET_FPU = _IOW(KVMIO, 0x8D, kvm_fpu)
+KVM_GET_LAPIC = _IOR(KVMIO, 0x8E, kvm_lapic_state)
+KVM_SET_LAPIC = _IOW(KVMIO, 0x8F, kvm_lapic_state)
 KVM_SET_CPUID2 = _IOW(KVMIO, 0x90, kvm_cpuid2)
 KVM_GET_CPUID2 = _IOWR(KVMIO, 0x91, kvm_cpuid2)
 KVM_GET_MP_STATE = _IOR(KVMIO, 0x98, kvm_mp_state)
@@ -541,6 +592,7 @@ KVM_CAP_USER_MEMORY = 3
 KVM_CAP_SET_TSS_ADDR = 4
 KVM_CAP_EXT_CPUID = 7
 KVM_CAP_NR_MEMSLOTS = 10
+KVM_CAP_IRQ_ROUTING = 25
 KVM_CAP_IRQFD = 32
 KVM_CAP_IOEVENTFD = 36
 KVM_CAP_SET_IDENTITY_MAP_ADDR = 37

@@ -17,8 +17,14 @@ never leave the kernel, and devices raise lines instead of injecting vectors:
                         resamplefd, so the device can raise it again if it is still
                         pending. This is how QEMU gives VFIO INTx to a guest.
 
-GSIs 0-15 are the PIC's (and the IOAPIC's first) inputs in KVM's default routing, so the ISA
-IRQ number the PIIX3 routes a PCI interrupt to is the GSI its irqfd signals.
+GSI routing (KVM_SET_GSI_ROUTING, api.rst §4.52). KVM's default table sends GSI n to PIC input
+n and IOAPIC pin n. A PC wires the PIT's IRQ 0 to IOAPIC pin 2 instead (the interrupt source
+override of the MP table and the MADT), so emu installs QEMU's table for its in-kernel irqchip
+(kvm_pc_setup_irq_routing): GSI 0 to PIC 0 and IOAPIC pin 2, GSI 2 (the cascade) nowhere,
+GSIs 1 and 3-15 to their PIC input and IOAPIC pin, 16-23 to IOAPIC pins only. The ISA IRQ number
+the PIIX3 routes a PCI interrupt to is still the GSI its irqfd signals. KVM's IOAPIC (at
+0xFEC00000, 24 pins, version 0x11) gets the ID emu's MP table gives it, 1 (KVM_SET_IRQCHIP);
+its local APIC, for a kernel booted directly, the state SeaBIOS leaves (KVM_SET_LAPIC).
 """
 
 from __future__ import annotations
@@ -26,9 +32,12 @@ from __future__ import annotations
 import ctypes
 import os
 import selectors
+import struct
 import threading
 from dataclasses import dataclass, field
 
+from ..devices.ioapic import IOAPIC_ID, ioapic_pin_of_isa_irq
+from ..devices.lapic import DM_EXTINT, DM_NMI, LVT_LEVEL, LVT_LINT0, LVT_LINT1, SVR, SVR_ENABLE
 from . import api
 from .api import ioctl
 
@@ -99,6 +108,49 @@ class KernelIrqChip:
     def __post_init__(self) -> None:
         ioctl(self.vm_fd, api.KVM_CREATE_IRQCHIP, None)
         self._selector.register(self._stop_fd, selectors.EVENT_READ, None)
+        self._route_like_a_pc()
+        self._set_ioapic_id(IOAPIC_ID)
+
+    def _route_like_a_pc(self) -> None:
+        """QEMU's GSI table (see the module doc): ISA IRQ 0 on IOAPIC pin 2."""
+        routes: list[tuple[int, int, int]] = []  # (gsi, chip, pin)
+        for gsi in range(16):
+            if gsi != 2:
+                routes.append((gsi, api.KVM_IRQCHIP_PIC_MASTER if gsi < 8 else api.KVM_IRQCHIP_PIC_SLAVE, gsi & 7))
+        for gsi in range(24):
+            if gsi != 2:
+                routes.append((gsi, api.KVM_IRQCHIP_IOAPIC, ioapic_pin_of_isa_irq(gsi) if gsi < 16 else gsi))
+        table = api.routing_list(len(routes))()
+        table.nr = len(routes)
+        for entry, (gsi, chip, pin) in zip(table.entries, routes):
+            entry.gsi, entry.type = gsi, api.KVM_IRQ_ROUTING_IRQCHIP
+            entry.u.irqchip, entry.u.pin = chip, pin
+        ioctl(self.vm_fd, api.KVM_SET_GSI_ROUTING, ctypes.byref(table), f"{len(routes)} routes")
+
+    def _set_ioapic_id(self, ioapic_id: int) -> None:
+        chip = api.kvm_irqchip(chip_id=api.KVM_IRQCHIP_IOAPIC)
+        ioctl(self.vm_fd, api.KVM_GET_IRQCHIP, ctypes.byref(chip))
+        struct.pack_into("<I", chip.chip, api.KVM_IOAPIC_STATE_ID_OFFSET, ioapic_id)
+        ioctl(self.vm_fd, api.KVM_SET_IRQCHIP, ctypes.byref(chip), f"IOAPIC ID {ioapic_id}")
+
+    def ioapic_id(self) -> int:
+        chip = api.kvm_irqchip(chip_id=api.KVM_IRQCHIP_IOAPIC)
+        ioctl(self.vm_fd, api.KVM_GET_IRQCHIP, ctypes.byref(chip))
+        return struct.unpack_from("<I", chip.chip, api.KVM_IOAPIC_STATE_ID_OFFSET)[0]
+
+    @staticmethod
+    def firmware_lapic_setup(vcpu_fd: int) -> None:
+        """The in-kernel local APIC as SeaBIOS leaves it (emu.devices.lapic.LocalApic.firmware_setup):
+        software-enabled, LINT0 = ExtINT and LINT1 = NMI, level-triggered."""
+        state = api.kvm_lapic_state()
+        ioctl(vcpu_fd, api.KVM_GET_LAPIC, ctypes.byref(state))
+        regs = memoryview(state).cast("B")
+        svr = struct.unpack_from("<I", regs, SVR)[0]
+        struct.pack_into("<I", regs, SVR, svr | SVR_ENABLE)
+        struct.pack_into("<I", regs, LVT_LINT0, LVT_LEVEL | DM_EXTINT << 8)
+        struct.pack_into("<I", regs, LVT_LINT1, LVT_LEVEL | DM_NMI << 8)
+        del regs
+        ioctl(vcpu_fd, api.KVM_SET_LAPIC, ctypes.byref(state), "firmware state")
 
     def line(self, gsi: int) -> KvmIrqLine:
         """A legacy device's wire (KVM_IRQ_LINE)."""

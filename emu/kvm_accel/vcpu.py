@@ -21,7 +21,14 @@ an exit is being served still leaves the guest state consistent for `get_state()
 
 Interrupts use KVM's userspace-irqchip protocol (api.rst §4.16 KVM_INTERRUPT, §5
 `request_interrupt_window`, `ready_for_interrupt_injection`, `if_flag`): no in-kernel PIC or
-LAPIC, so `hlt` exits to userspace (`KVM_EXIT_HLT`) and the machine's PIC decides what to inject.
+LAPIC, so `hlt` exits to userspace (`KVM_EXIT_HLT`) and emu's local APIC (with the PIC behind it)
+decides what to inject. Its MMIO page has no memory slot, so every access is a KVM_EXIT_MMIO.
+Two pieces of APIC state live in the vCPU, and `kvm_run` carries them both ways (§5, `cr8`
+and `apic_base`): KVM loads CR8 from `kvm_run.cr8` on every KVM_RUN and reports CR8 and
+IA32_APIC_BASE there at every exit, so emu copies its TPR in before each entry and takes the
+guest's `mov cr8` / `wrmsr` after each exit. A guest that lowers CR8 exits with
+KVM_EXIT_SET_TPR, since an interrupt may now be deliverable (QEMU's kvm_arch_pre_run and
+kvm_arch_post_run do the same).
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from ..accel import (
     InterruptWindowExit,
     IoHandler,
     KickExit,
+    LocalApicRegisters,
     Segment,
     ShutdownExit,
     VCpu,
@@ -158,6 +166,17 @@ class KvmVCpu(VCpu):
         self._exit_flags_valid = False
         self._injected = False
         self._single_stepping = False
+        self.apic: LocalApicRegisters | None = None  # emu's local APIC (attach_apic)
+        self._apic_base_seen = 0
+
+    def attach_apic(self, apic: LocalApicRegisters) -> None:
+        """KVM keeps IA32_APIC_BASE in `sregs.apic_base` even with no in-kernel APIC: start it
+        at the APIC's value; CR8 follows the APIC through kvm_run (see the module doc)."""
+        self.apic = apic
+        sregs = self._get_sregs()
+        sregs.apic_base = self._apic_base_seen = apic.read_base_msr()
+        ioctl(self.fd, api.KVM_SET_SREGS, byref(sregs), "apic_base")
+        self._run.cr8 = apic.cr8
 
     # --- the run loop ---------------------------------------------------------------------
 
@@ -166,7 +185,10 @@ class KvmVCpu(VCpu):
         exit_reason = self._exit_reason
         libc_ioctl, clock = api.libc_ioctl, time.monotonic_ns
         self._thread_ident = threading.get_ident()
+        apic = self.apic
         while True:
+            if apic is not None:
+                run.cr8 = apic.cr8
             self._in_kvm_run = True
             start = clock()
             result = libc_ioctl(fd, api.KVM_RUN, None)
@@ -174,6 +196,8 @@ class KvmVCpu(VCpu):
             self._in_kvm_run = False
             stats.guest_ns += entered - start
             self._exit_flags_valid, self._injected = True, False
+            if apic is not None:
+                self._sync_apic(apic)
             if result < 0:
                 err = ctypes.get_errno()
                 if err == errno.EINTR:  # a signal (kick() or another), or immediate_exit
@@ -194,6 +218,9 @@ class KvmVCpu(VCpu):
                 return InterruptWindowExit()
             elif reason == api.KVM_EXIT_INTR:  # KVM pairs it with EINTR; accept it alone as well
                 return self._kick_exit(entered)
+            elif reason == api.KVM_EXIT_SET_TPR:  # CR8 lowered: an interrupt may be deliverable now
+                stats.count(ExitReason.TPR, clock() - entered)
+                return KickExit()
             elif reason == api.KVM_EXIT_SHUTDOWN:
                 stats.count(ExitReason.SHUTDOWN)
                 return ShutdownExit(f"triple fault at RIP={self._rip_text()} (KVM_EXIT_SHUTDOWN)")
@@ -205,6 +232,19 @@ class KvmVCpu(VCpu):
                 return InternalErrorExit(self._describe_failure(reason))
             # An IO/MMIO exit was served. If kick() ran meanwhile, immediate_exit is 1: this
             # KVM_RUN completes the instruction and returns EINTR without running the guest.
+
+    def _sync_apic(self, apic: LocalApicRegisters) -> None:
+        """After an exit: the guest's `mov cr8` and `wrmsr IA32_APIC_BASE` reach emu's APIC."""
+        run = self._run
+        if run.cr8 != apic.cr8:
+            apic.write_cr8(run.cr8)
+        if run.apic_base != self._apic_base_seen:  # a wrmsr KVM served in the kernel
+            apic.write_base_msr(run.apic_base)
+            self._apic_base_seen = apic.read_base_msr()
+            if self._apic_base_seen != run.apic_base:  # refused (a move): the guest reads emu's value
+                sregs = self._get_sregs()
+                sregs.apic_base = self._apic_base_seen
+                ioctl(self.fd, api.KVM_SET_SREGS, byref(sregs), "apic_base")
 
     def _kick_exit(self, now: int) -> KickExit:
         with self._kick_lock:

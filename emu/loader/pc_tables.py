@@ -14,17 +14,23 @@ IRQs, the compatible router's IDs, a checksum byte that makes the whole table su
 IRQs it can reach, the slot number and a reserved byte. For the PIIX a link value is the
 config-space offset of its PIRQRC register (60h-63h), which is how Linux's pirq_piix_get/set
 use it. The table lives in a 64 KiB ROM at F0000 (E820 marks the range reserved).
+
+Layout of that ROM: $PIR at 0x100, the MP floating pointer and configuration table (Intel
+MultiProcessor Specification 1.4, emu.loader.mptable) at 0x400-0xFFF, ACPI from 0x1000.
 """
 
 from __future__ import annotations
 
 import struct
 
+from ..cpuid import emu64
 from ..devices.pci.piix3 import PIRQRC, ROUTABLE_IRQS, pirq_of
 from ..memory import Rom
+from .mptable import Processor, mp_tables
 
 TABLES_BASE, TABLES_SIZE = 0xF0000, 0x10000
 PIR_OFFSET = 0x100  # any 16-byte boundary in the area
+MP_OFFSET, MP_END = 0x400, 0x1000  # the MP floating pointer and configuration table (emu.loader.mptable)
 ROUTER_DEVFN = 1 << 3  # the PIIX3 at 00:01.0
 INTEL, PIIX3 = 0x8086, 0x7000
 
@@ -50,4 +56,9 @@ def bios_tables_rom() -> Rom:
     area = bytearray(TABLES_SIZE)
     table = pci_irq_routing_table()
     area[PIR_OFFSET : PIR_OFFSET + len(table)] = table
+    eax, _, _, edx = emu64().cpuid(1)
+    mp = mp_tables(TABLES_BASE + MP_OFFSET, Processor(apic_id=0, signature=eax, features=edx))
+    if MP_OFFSET + len(mp) > MP_END:
+        raise AssertionError(f"the MP tables ({len(mp)} bytes) overflow {MP_OFFSET:#x}-{MP_END - 1:#x}")
+    area[MP_OFFSET : MP_OFFSET + len(mp)] = mp
     return Rom(TABLES_BASE, bytes(area), name="bios-tables")

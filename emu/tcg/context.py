@@ -241,9 +241,13 @@ class SavedContext:
         """Forget the exception in flight, as QEMU's do_interrupt_all does after delivering.
 
         Unicorn never calls do_interrupt, so without this the next fault would be escalated by
-        QEMU's own check_exception to #DF, or to a shutdown that looks like `hlt`.
+        QEMU's own check_exception to #DF, or to a shutdown that looks like `hlt`. The
+        software-interrupt flag goes too: Unicorn moves RIP to the stale exception_next_eip
+        for any later exception while it is set, and a #VMEXIT (emu.tcg.intercepts) does not
+        reset it as a real exception does.
         """
         self.set_u32(OFF_OLD_EXCEPTION, 0xFFFFFFFF)
+        self.set_u32(OFF_EXCEPTION_IS_INT, 0)
 
     @property
     def interrupt_shadow(self) -> bool:

@@ -12,21 +12,43 @@
 struct last_block {
     uint64_t address;
     uint32_t size;
-    uint32_t stop;                /* 1 from emu: stop at the next block boundary; 2: stopped */
+    uint32_t stop;                /* 1 from emu: stop at the next block boundary; 2: stopped;
+                                     3: stop at the next block boundary where RFLAGS.IF = 1 */
     int (*emu_stop)(void *uc);    /* uc_emu_stop */
+    int (*reg_read)(void *uc, int regid, void *value);  /* uc_reg_read */
+    uint32_t first;               /* set by emu before each run: the next block is its first */
 };
+
+#define UC_X86_REG_RFLAGS 253
+#define RFLAGS_IF 0x200
 
 /* The second use: a device that raises an interrupt from inside an MMIO callback must make the
  * run return, but uc_emu_stop from inside that callback resumes the instruction from a stale
  * RIP and repeats its stores (Unicorn #1355). emu sets `stop` instead, and the run stops here,
  * before the next block, where RIP is exact. */
+/* The third: an interrupt window. While an interrupt waits for RFLAGS.IF, emu asks for a stop
+ * at the first block boundary with IF=1, so that the interrupt is taken where a CPU takes it:
+ * right after the instruction that follows `sti` (or `popf`, `iret`), and not at the next
+ * time slice. QEMU ends a block after `sti` and makes the next one a single instruction (the
+ * STI shadow), so that boundary exists. The first block of a run is never stopped at: the
+ * run may begin exactly where the previous one stopped, inside the shadow (emu saw the shadow
+ * and went on). */
 void lb_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
     struct last_block *last = user_data;
+    uint32_t first = last->first;
     last->address = address;
     last->size = size;
+    last->first = 0;
     if (last->stop == 1) {
         last->stop = 2;           /* emu reads it: this run ended here, at a kick, not at hlt */
         last->emu_stop(uc);
+    } else if (last->stop == 3 && !first) {
+        uint64_t rflags = 0;
+        last->reg_read(uc, UC_X86_REG_RFLAGS, &rflags);
+        if (rflags & RFLAGS_IF) {
+            last->stop = 2;
+            last->emu_stop(uc);
+        }
     }
 }
 

@@ -10,6 +10,8 @@ hooks and returns from `emu_start`, and emu counts them with the same reasons as
   exception / int n      UC_HOOK_INTR (or UC_ERR_INSN_INVALID for #UD): emu
                          stops Unicorn and vectors through the IDT/IVT        -> EXCEPTION
   SYSCALL / SYSENTER     UC_HOOK_INSN: emu performs the instruction           -> SYSCALL
+  RDMSR/WRMSR 0x1B,      an SVM intercept (emu.tcg.intercepts) reported as an
+  MOV CR8                exception to UC_HOOK_INTR, served by the local APIC  -> MSR, TPR
   HLT                    emu_start returns with no stop requested             -> HLT
   external interrupt     emu delivers it between runs                         -> INTERRUPT
 
@@ -27,13 +29,14 @@ from pathlib import Path
 from unicorn import (UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED,
                      UC_ERR_INSN_INVALID, UC_ERR_WRITE_PROT, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR,
                      UC_HOOK_MEM_WRITE_PROT, Uc, UcError)  # fmt: skip
+from unicorn import x86_const
 from unicorn.unicorn_py3.unicorn import uclib
 from unicorn.x86_const import (UC_X86_INS_CPUID, UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_INS_SYSCALL,
                                UC_X86_INS_SYSENTER, UC_X86_REG_CR0, UC_X86_REG_CR8, UC_X86_REG_EAX, UC_X86_REG_EBX,
                                UC_X86_REG_ECX, UC_X86_REG_EDX, UC_X86_REG_MSR, UC_X86_REG_RFLAGS,
-                               UC_X86_REG_RIP)  # fmt: skip
+                               UC_X86_REG_RAX, UC_X86_REG_RDX, UC_X86_REG_RIP)  # fmt: skip
 
-from ..accel import (CR0_PG, EFER_LMA, GPR_NAMES, MSR_CSTAR, MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_EIP,
+from ..accel import (CR0_PG, EFER_LMA, GPR_NAMES, LocalApicRegisters, MSR_CSTAR, MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_EIP,
                      MSR_IA32_SYSENTER_ESP, MSR_LSTAR, MSR_SFMASK, MSR_STAR, RFLAGS_IF, RFLAGS_RF,
                      STATE_MSRS, CpuState, ExitReason, ExitStats, HaltExit, InternalErrorExit,
                      DebugExit, InterruptWindowExit, IoHandler, KickExit, MemoryRegion, ShutdownExit, VCpu,
@@ -47,6 +50,7 @@ from .context import (HEADER, OFF_ERROR_CODE, OFF_EXCEPTION_IS_INT, OFF_REGS, Sa
 from .fast_syscall import FastSyscall, GeneralProtection, InvalidOpcode
 from .softmmu import PendingFault, SoftMmu
 from .interrupts import HAS_ERROR_CODE, Delivery, Event, EventKind, TripleFault, UnsupportedDelivery
+from . import intercepts
 
 UNTIL = 0xDEAD_0000_0000_0000  # a non-canonical address no guest executes: run until stopped
 MIN_SLICE, MAX_SLICE = 1_000, 50_000_000  # instructions per emu_start while a deadline is pending
@@ -116,6 +120,7 @@ class TcgVCpu(VCpu):
         self._rom_store = False  # the last run stopped at a store into ROM
         self._rom_step = False  # this run executes that one store, to be undone after it
         self._rom_undo: list[tuple[int, bytes]] = []  # (host address, bytes before the store)
+        self.apic: LocalApicRegisters | None = None  # emu's local APIC (attach_apic)
         self._io_count = 0  # port IO is the hot path: counted here, folded into stats by run()
         self._io_ns = 0
         # IN/OUT are registered as raw C callbacks: the binding's wrapper costs ~1 us per call.
@@ -223,6 +228,9 @@ class TcgVCpu(VCpu):
         uc.emu_stop()
 
     def _on_interrupt(self, uc: Uc, intno: int, _ud: object) -> None:
+        if intno >= intercepts.EXCP_VMEXIT:
+            self._on_intercept(intno)
+            return
         self.ctx.save()
         software = self.ctx.i32(OFF_EXCEPTION_IS_INT) != 0
         if software:
@@ -244,6 +252,67 @@ class TcgVCpu(VCpu):
                                    ctypes.cast(ctypes.byref(self._instruction_count), ctypes.c_void_p),
                                    ctypes.c_uint64(1), ctypes.c_uint64(0))  # fmt: skip
         return status == 0
+
+    def attach_apic(self, apic: LocalApicRegisters) -> None:
+        self.apic = apic
+        intercepts.install(self.uc, self.ctx)
+        self._ctx_fresh = False
+
+    def _on_intercept(self, intno: int) -> None:
+        """An intercepted RDMSR/WRMSR of IA32_APIC_BASE or MOV to/from CR8 (emu.tcg.intercepts):
+        RIP is at the instruction; serve it from the local APIC and continue after it."""
+        t = _ns()
+        self._in_mmio = True  # a kick from the APIC (a lower TPR) must stop at a block boundary
+        try:
+            self.ctx.save()
+            apic = self.apic
+            if apic is None:
+                raise RuntimeError(f"SVM intercept {intno:#x} with no local APIC attached")
+            rip = self.ctx.rip
+            length, mnemonic, operands = self._decode_at_rip()
+            expected = ("rdmsr", "wrmsr") if intno == intercepts.VMEXIT_MSR else ("mov",)
+            if mnemonic not in expected or intno != intercepts.VMEXIT_MSR and "cr8" not in operands:
+                raise RuntimeError(f"SVM intercept {intno:#x} at RIP={rip:#x}, which holds "
+                                   f"`{mnemonic} {operands}`: Unicorn moved RIP (emu.tcg.intercepts)")  # fmt: skip
+            if intno == intercepts.VMEXIT_MSR:
+                if self.ctx.i32(OFF_ERROR_CODE) == 0:  # rdmsr
+                    value = apic.read_base_msr()
+                    self._set_reg(UC_X86_REG_RAX, value & 0xFFFFFFFF)
+                    self._set_reg(UC_X86_REG_RDX, value >> 32)
+                else:
+                    low, high = self._reg(UC_X86_REG_RAX), self._reg(UC_X86_REG_RDX)
+                    apic.write_base_msr((high & 0xFFFFFFFF) << 32 | low & 0xFFFFFFFF)
+                reason = ExitReason.MSR
+            elif intno in (intercepts.VMEXIT_READ_CR8, intercepts.VMEXIT_WRITE_CR8):
+                gpr = operands.split(",")[0 if intno == intercepts.VMEXIT_READ_CR8 else 1].strip()
+                register = getattr(x86_const, f"UC_X86_REG_{gpr.upper()}")
+                if intno == intercepts.VMEXIT_READ_CR8:
+                    self._set_reg(register, apic.cr8)
+                else:
+                    apic.write_cr8(self._reg(register))
+                reason = ExitReason.TPR
+            else:
+                raise RuntimeError(f"unexpected SVM intercept {intno:#x} at RIP={rip:#x}")
+            self._set_reg(UC_X86_REG_RIP, rip + length)
+            self._ctx_fresh = False
+        except BaseException as err:  # noqa: BLE001 - reported by run(), never lost in ctypes
+            self._fail_in_hook(err)
+            return
+        finally:
+            self._in_mmio = False
+        dt = _ns() - t
+        self.stats.count(reason, dt)
+        self._handler_ns += dt
+
+    def _decode_at_rip(self) -> tuple[int, str, str]:
+        """(length, mnemonic, operands) of the instruction at CS:RIP, from the context just saved."""
+        ctx = self.ctx
+        linear = ctx.raw_segment(1)[1] + ctx.rip
+        memory = LinearMemory(self.memory, PagingMode(ctx.cr(0), ctx.cr(3), ctx.cr(4), ctx.efer), set_ad=False)
+        code = memory.read(linear, 15)
+        for _address, size, mnemonic, operands in self._disassembler().disasm_lite(code, linear, 1):
+            return size, mnemonic, operands
+        raise RuntimeError(f"cannot decode the instruction at {linear:#x}: {code.hex(' ')}")
 
     def _on_block(self, uc: Uc, address: int, size: int, _ud: object) -> None:
         key = (address, size)
@@ -317,8 +386,16 @@ class TcgVCpu(VCpu):
                 self.softmmu.untracked_code = True  # code translated now is fetched without emu's fills
             if self._last_block is not None:
                 struct.pack_into("<Q", self._last_block, 0, NO_BLOCK)
-                if struct.unpack_from("<I", self._last_block, 12)[0] == 2:
-                    struct.pack_into("<I", self._last_block, 12, 0)  # a stop already reported as a kick
+                struct.pack_into("<I", self._last_block, 32, 1)  # the next block is this run's first
+                stop = was = struct.unpack_from("<I", self._last_block, 12)[0]
+                if stop == 2:
+                    stop = 0  # a stop already reported as a kick
+                if self._window and stop == 0:
+                    stop = 3  # stop where IF becomes 1 (last_block.c)
+                elif not self._window and stop == 3:
+                    stop = 0
+                if stop != was:
+                    struct.pack_into("<I", self._last_block, 12, stop)
             rflags = self._reg(UC_X86_REG_RFLAGS)
             if rflags & RFLAGS_RF:
                 # RF (set by an IRET from a fault handler) lasts for one instruction: the CPU
@@ -428,6 +505,15 @@ class TcgVCpu(VCpu):
     def set_deadline(self, deadline_ns: int | None) -> None:
         self._deadline_ns = deadline_ns
 
+    def deadline_moved_earlier(self, deadline_ns: int) -> None:
+        """A device armed a timer during this run (the guest wrote the local APIC's initial
+        count, or programmed the PIT): the slice's budget was sized for a later deadline, so
+        end the slice at the next block boundary and size the next one for this deadline."""
+        if self._deadline_ns is None or deadline_ns < self._deadline_ns:
+            self._deadline_ns = deadline_ns
+            if self._running and self._last_block is not None:
+                struct.pack_into("<I", self._last_block, 12, 1)  # stop at the next block; not a kick
+
     def _slice_budget(self) -> int:
         """Instructions for the next emu_start: 0 = unlimited, -1 = the deadline has passed."""
         if self._deadline_ns is None:
@@ -454,9 +540,10 @@ class TcgVCpu(VCpu):
         library, _why = native.load(LAST_BLOCK_SOURCE)
         if library is None:
             return  # no compiler: _stopped_after_hlt falls back to the byte before RIP
-        self._last_block = ctypes.create_string_buffer(24)
+        self._last_block = ctypes.create_string_buffer(40)
         struct.pack_into("<QQ", self._last_block, 0, NO_BLOCK, 0)
-        struct.pack_into("<Q", self._last_block, 16, ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value)
+        struct.pack_into("<QQ", self._last_block, 16, ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value,
+                         ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value)  # fmt: skip
         self._last_block_hook = ctypes.cast(library.lb_hook, _BLOCK_HOOK)  # kept alive with the vCPU
         handle = ctypes.c_size_t()
         status = uclib.uc_hook_add(self._handle, ctypes.byref(handle), UC_HOOK_BLOCK, self._last_block_hook,
@@ -714,7 +801,7 @@ class TcgVCpu(VCpu):
             values[name] = ctx.segment(name)
         values["gdt"], values["idt"] = ctx.table(8), ctx.table(9)
         values["cr0"], values["cr2"], values["cr3"], values["cr4"] = ctx.cr(0), ctx.cr(2), ctx.cr(3), ctx.cr(4)
-        values["cr8"] = self._reg(UC_X86_REG_CR8)
+        values["cr8"] = self.apic.cr8 if self.apic is not None else self._reg(UC_X86_REG_CR8)
         values["efer"] = ctx.efer
         values["msrs"] = {index: self._msr(index) for index in STATE_MSRS} if msrs else {}
         return CpuState.assemble(values)

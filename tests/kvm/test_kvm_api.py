@@ -39,6 +39,11 @@ def test_struct_sizes() -> None:
     assert sizeof(api.kvm_enable_cap) == 104
     assert sizeof(api.kvm_run_exit) == 256
     assert sizeof(api.kvm_run) == 2352
+    assert sizeof(api.kvm_irq_routing_entry) == 48
+    assert sizeof(api.kvm_irq_routing) == 8
+    assert sizeof(api.routing_list(2)) == 8 + 2 * 48
+    assert sizeof(api.kvm_irqchip) == 520
+    assert sizeof(api.kvm_lapic_state) == 1024
 
 
 def _offset(struct_type: type, *path: str) -> int:
@@ -83,6 +88,8 @@ def test_ioctl_numbers() -> None:
         "KVM_CREATE_VCPU": 0xAE41, "KVM_GET_DIRTY_LOG": 0x4010AE42, "KVM_SET_USER_MEMORY_REGION": 0x4020AE46,
         "KVM_SET_TSS_ADDR": 0xAE47, "KVM_SET_IDENTITY_MAP_ADDR": 0x4008AE48,
         "KVM_CREATE_IRQCHIP": 0xAE60, "KVM_IRQ_LINE": 0x4008AE61, "KVM_IRQFD": 0x4020AE76,
+        "KVM_GET_IRQCHIP": 0xC208AE62, "KVM_SET_IRQCHIP": 0x8208AE63, "KVM_SET_GSI_ROUTING": 0x4008AE6A,
+        "KVM_GET_LAPIC": 0x8400AE8E, "KVM_SET_LAPIC": 0x4400AE8F,
         "KVM_IOEVENTFD": 0x4040AE79,
         "KVM_ENABLE_CAP": 0x4068AEA3, "KVM_RUN": 0xAE80, "KVM_GET_REGS": 0x8090AE81,
         "KVM_SET_REGS": 0x4090AE82, "KVM_GET_SREGS": 0x8138AE83, "KVM_SET_SREGS": 0x4138AE84,
@@ -238,3 +245,31 @@ def test_ctypes_arguments_by_reference() -> None:
     value = ctypes.c_uint64(0)
     assert api.ioctl_raw(-1, api.KVM_SET_IDENTITY_MAP_ADDR, ctypes.byref(value)) == -9
     assert api.ioctl_raw(-1, api.KVM_SET_TSS_ADDR, 0xFEFFD000) == -9
+
+
+@pytest.mark.kvm
+def test_in_kernel_irqchip_is_set_up_as_the_mp_table_says() -> None:
+    """--irqchip kernel: KVM's IOAPIC gets ID 1 (KVM_SET_IRQCHIP) and the GSI table QEMU uses
+    (KVM_SET_GSI_ROUTING accepted); a vCPU's in-kernel local APIC can be put in SeaBIOS's state."""
+    import struct
+
+    from emu.kvm_accel import KvmAccelerator
+    from emu.kvm_accel.irqchip import KernelIrqChip
+
+    class NoIo:
+        pass
+
+    accel = KvmAccelerator()
+    try:
+        chip = accel.create_irqchip()
+        assert chip.ioapic_id() == 1
+        vcpu = accel.create_vcpu(0, NoIo())  # type: ignore[arg-type]
+        KernelIrqChip.firmware_lapic_setup(vcpu.fd)
+        state = api.kvm_lapic_state()
+        api.ioctl(vcpu.fd, api.KVM_GET_LAPIC, ctypes.byref(state))
+        regs = bytes(state.regs)
+        svr, lint0, lint1 = (struct.unpack_from("<I", regs, offset)[0] for offset in (0xF0, 0x350, 0x360))
+        assert (svr & 0x1FF, lint0, lint1) == (0x1FF, 0x8700, 0x8400)
+        chip.close()
+    finally:
+        accel.close()
