@@ -20,7 +20,8 @@ Memory map: the PC's (emu.memory): RAM at 0-640 KiB, from 1 MiB up to min(-m, 3 
 rest of -m from 4 GiB, one accelerator region (KVM memory slot) per range; the legacy hole
 0xA0000-0xFFFFF and everything else that is not RAM is unassigned and reads as zeros (as in QEMU).
 Port map: PIC 0x20/0xA0, PIT 0x40-0x43, port B 0x61, RTC 0x70-0x71, POST 0x80, port A 0x92,
-ELCR 0x4d0-0x4d1, isa-debug-exit 0xf4-0xf7, COM1 0x3f8-0x3ff (IRQ 4).
+ELCR 0x4d0-0x4d1, isa-debug-exit 0xf4-0xf7, COM1 0x3f8-0x3ff (IRQ 4), PCI configuration and the
+reset control register 0xcf8-0xcff, ACPI PM registers 0x600-0x60b (SCI: IRQ 9).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from .accel import IoEventFd
 from .accel import (Accelerator, HaltExit, InternalErrorExit, InterruptWindowExit, KickExit,
                     ShutdownExit, VCpu)  # fmt: skip
 from .clock import Clock, InstructionClock
+from .devices.acpi_pm import BLOCK_SIZE as ACPI_PM_PORTS
+from .devices.acpi_pm import AcpiPm
 from .devices.bus import Buses
 from .devices.debug_exit import DebugExit
 from .devices.pci import I440fxHostBridge, PciHost, Piix3IsaBridge
@@ -70,7 +73,7 @@ from .devices.debugcon import FirmwareConsole
 from .devices.serial import FdSink
 from .devices.vga import VgaText
 from .display import TerminalScreen, terminal_fits
-from .loader import linux, multiboot
+from .loader import acpi, linux, multiboot
 from .loader.pc_tables import bios_tables_rom
 from .loader.detect import ImageKind, detect_image
 from .loader.firmware import PcFirmware, load_bios
@@ -209,8 +212,8 @@ class Machine:
         self.clock = InstructionClock(shift=cfg.icount_shift) if cfg.deterministic else Clock()
         self.memory = GuestMemory.pc(cfg.memory_mib << 20, backing=cfg.mem_backing)
         self.accel = _create_accelerator(cfg, self.memory)
-        # A Linux kernel booted directly still looks in F0000-FFFFF for the BIOS's tables ($PIR)
-        self.bios_tables = bios_tables_rom() if self.kind is ImageKind.LINUX else None
+        # A Linux kernel booted directly still looks in F0000-FFFFF for the BIOS's tables ($PIR, ACPI)
+        self.bios_tables = bios_tables_rom(self.memory.layout) if self.kind is ImageKind.LINUX else None
         tables = [self.bios_tables.region()] if self.bios_tables else []
         for region in self.memory.regions() + (self.firmware.regions() if self.firmware else []) + tables:
             self.accel.add_memory_region(region)
@@ -299,6 +302,8 @@ class Machine:
         self.pci.attach(0, 0, I440fxHostBridge())
         self.isa_bridge = Piix3IsaBridge(irq_line=self._pci_line)
         self.pci.attach(1, 0, self.isa_bridge)
+        if self.kind is ImageKind.LINUX:  # no BIOS runs: route PIRQ A-D as one would ($PIR and ACPI say so)
+            self.isa_bridge.program_firmware_routes()
         self.virtio: list[VirtioPci] = []
         self.disks: list[DiskImage] = []
         self.chardevs = {c.id: c for c in map(parse_chardev, self.config.chardevs)}
@@ -330,6 +335,9 @@ class Machine:
             self.virtio.append(function)
         ports.register(0x80, 1, PostCodePort(), "post")
         ports.register(0x92, 1, SystemControlPortA(self), "port-a")
+        # ACPI's fixed hardware (PM1 registers, PM timer, the SCI), described by the FADT (emu.loader.acpi)
+        self.acpi_pm = AcpiPm(self.clock, self._line(acpi.SCI_IRQ), self, s5_type=acpi.SLP_TYP_S5)
+        ports.register(acpi.PM_BASE, ACPI_PM_PORTS, self.acpi_pm, "acpi-pm")
 
     def _virtio_disk(self, path: Path, readonly: bool) -> VirtioPci:
         disk = DiskImage(path, readonly=readonly)

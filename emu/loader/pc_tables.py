@@ -14,17 +14,25 @@ IRQs, the compatible router's IDs, a checksum byte that makes the whole table su
 IRQs it can reach, the slot number and a reserved byte. For the PIIX a link value is the
 config-space offset of its PIRQRC register (60h-63h), which is how Linux's pirq_piix_get/set
 use it. The table lives in a 64 KiB ROM at F0000 (E820 marks the range reserved).
+
+The same ROM carries the ACPI tables from 1000h (emu.loader.acpi: the RSDP on a 16-byte
+boundary, where Linux's scan of E0000-FFFFF finds it, and every table it leads to). With them
+Linux needs no `acpi=off`: it routes PCI interrupts by the DSDT's _PRT instead of $PIR, and
+powers off and resets through the FADT's registers. Layout: $PIR at 100h, 400h-FFFh left for
+an MP table, ACPI from 1000h.
 """
 
 from __future__ import annotations
 
 import struct
 
-from ..devices.pci.piix3 import PIRQRC, ROUTABLE_IRQS, pirq_of
-from ..memory import Rom
+from ..devices.pci.piix3 import PIRQRC, ROUTABLE_IRQS, Piix3IsaBridge, pirq_of
+from ..memory import MemoryLayout, Rom
+from .acpi import AcpiPlatform, acpi_tables
 
 TABLES_BASE, TABLES_SIZE = 0xF0000, 0x10000
 PIR_OFFSET = 0x100  # any 16-byte boundary in the area
+ACPI_OFFSET = 0x1000  # the ACPI tables, RSDP first (emu.loader.acpi)
 ROUTER_DEVFN = 1 << 3  # the PIIX3 at 00:01.0
 INTEL, PIIX3 = 0x8086, 0x7000
 
@@ -45,9 +53,12 @@ def pci_irq_routing_table(slots: range = range(1, 32)) -> bytes:
     return table[:31] + bytes([checksum]) + table[32:]
 
 
-def bios_tables_rom() -> Rom:
-    """The ROM at F0000 holding the tables (the rest reads as zeros)."""
+def bios_tables_rom(layout: MemoryLayout) -> Rom:
+    """The ROM at F0000 holding the tables (the rest reads as zeros) for a PC with `layout`."""
     area = bytearray(TABLES_SIZE)
     table = pci_irq_routing_table()
     area[PIR_OFFSET : PIR_OFFSET + len(table)] = table
+    platform = AcpiPlatform(pci_window_start=layout.below_4g_size, pci_gsi=Piix3IsaBridge().firmware_irq)
+    acpi = acpi_tables(TABLES_BASE + ACPI_OFFSET, platform)
+    area[ACPI_OFFSET : ACPI_OFFSET + len(acpi)] = acpi
     return Rom(TABLES_BASE, bytes(area), name="bios-tables")
