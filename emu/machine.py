@@ -12,7 +12,9 @@ which this thread holds while it services devices and takes for each port/MMIO a
 drops while guest code runs. On kvm other threads *kick* the vCPU: the `Kicker` at
 the next timer deadline, the terminal reader when input arrives, a signal handler on Ctrl-C.
 On tcg a run ends itself at the deadline (VCpu.set_deadline) and input waits for it, for the
-guest's next read of COM1, or wakes a halted guest; only ending the run kicks from outside.
+guest's next read of COM1, or wakes a halted guest; only ending the run kicks from outside, and
+the Kicker when the guest arms a timer earlier than the run's deadline while it runs (a one-shot
+PIT count: Linux's tick once it has a clocksource such as ACPI's PM timer).
 Port IO is served inside `VCpu.run()` through `self.buses` (the IoHandler); when a device
 raises INTR during such an access, the PIC's output callback stops run() from inside the hook.
 
@@ -490,8 +492,13 @@ class Machine:
     def run(self) -> int:
         kicker = Kicker(self.vcpu)
         kicker.start()
-        if not self.vcpu.preempts_itself:
-            self.clock.on_armed = lambda deadline: kicker.schedule_earlier(deadline) if self._in_guest else None
+        self._run_deadline: int | None = None  # tcg: the deadline the running slice ends at by itself
+
+        def armed(deadline: int) -> None:  # a device armed a timer during a port access
+            if self._in_guest and (self._run_deadline is None or deadline < self._run_deadline):
+                kicker.schedule_earlier(deadline)
+
+        self.clock.on_armed = armed
         terminal = TerminalInput(self)
         terminal.start()
         self._terminal = terminal
@@ -554,6 +561,8 @@ class Machine:
                     deadline = _earliest(deadline, time.monotonic_ns() + WINDOW_POLL_NS)
                 if vcpu.preempts_itself:  # tcg: instruction-count slices end the run at the deadline
                     vcpu.set_deadline(deadline)
+                    self._run_deadline = deadline
+                    kicker.schedule(None)  # unless a timer armed during the run is due earlier (armed())
                 else:
                     if self.irqchip is not None:  # `hlt` stays in KVM: look now and then whether for good
                         deadline = _earliest(deadline, time.monotonic_ns() + HALT_CHECK_NS)
