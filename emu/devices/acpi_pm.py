@@ -88,13 +88,15 @@ class AcpiPm:
         self._update_sci(now_ns)
 
     def _arm_timer(self) -> None:
-        """While TMR_EN and SCI_EN are set and TMR_STS is clear: raise the SCI at the next flip."""
+        """While TMR_EN and SCI_EN are set: look at the SCI again at the timer's next flip."""
         assert self._timer is not None
         if not (self.enable & TMR_STS and self.control & SCI_EN):
             self._timer.cancel()
             return
         next_flip_ticks = (self._flips() + 1) << (TIMER_BITS - 1)
-        self._timer.arm(self._start_ns + -(-next_flip_ticks * 1_000_000_000 // PM_TIMER_HZ))
+        deadline = self._start_ns + -(-next_flip_ticks * 1_000_000_000 // PM_TIMER_HZ)
+        if self._timer.deadline_ns != deadline:  # each register write gets here: arm only on a change
+            self._timer.arm(deadline)
 
     # events --------------------------------------------------------------------------------
     def press_power_button(self) -> None:
