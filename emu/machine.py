@@ -508,7 +508,7 @@ class Machine:
         if self.kind is ImageKind.LINUX:
             self.isa_bridge.program_firmware_routes()
         self.memory.clear()
-        self.vcpu.set_state(self._load_guest())
+        self.vcpu.reset(self._load_guest())
 
     def _resettable_devices(self) -> list:
         """The device models with a reset(): every board device and what sits on PCI."""

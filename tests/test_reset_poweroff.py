@@ -37,6 +37,15 @@ def reset_guest(reset: bytes) -> bytes:
     return check + first + second
 
 
+def reset_boot_sector() -> bytes:
+    """The same in a boot sector (16-bit real mode at 0000:7C00): 'A' and a port 92h reset on
+    the first boot, 'B' and an exit on the second; the BIOS runs from the reset vector twice."""
+    first = bytes.fromhex("b040e670" "b001e671" "baf803" "b041ee" "e4920c01e692" "ebfe")
+    second = bytes.fromhex("baf803" "b042ee" "31c0e6f4")
+    code = bytes.fromhex("b040e670" "e471" "84c0") + bytes([0x75, len(first)]) + first + second
+    return code.ljust(510, b"\0") + b"\x55\xaa"
+
+
 def poweroff_guest() -> bytes:
     """'P' to COM1, then PM1_CNT = SLP_TYP(S5) | SLP_EN: the machine turns off."""
     value = acpi.SLP_TYP_S5 << 10 | 1 << 13
@@ -71,6 +80,17 @@ def test_no_reboot_makes_a_reset_end_the_run_with_status_0(accel: str, how: str,
     assert status == 0 and machine.resets == 0
     captured = capfdbinary.readouterr()
     assert captured.out == b"A" and captured.err == b""
+
+
+@pytest.mark.parametrize("accel", ACCELS)
+def test_a_raw_disk_reboots_through_the_bios(accel: str, tmp_path: Path) -> None:
+    image = tmp_path / "reset.img"
+    image.write_bytes(reset_boot_sector())
+    result = subprocess.run([sys.executable, "-m", "emu", "--accel", accel, "-nographic", str(image)],
+                            capture_output=True, timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert (result.returncode, result.stderr) == (1, b"")
+    banner = b"Booting from Hard Disk...\r\n"  # the BIOS's int 10h text, mirrored to stdout
+    assert result.stdout == banner + b"A" + banner + b"B"
 
 
 @pytest.mark.parametrize("accel", ACCELS)
