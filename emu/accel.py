@@ -400,6 +400,10 @@ class VCpu(ABC):
     @abstractmethod
     def set_state(self, state: CpuState) -> None: ...
 
+    def reset(self, state: CpuState) -> None:
+        """A system reset: the vCPU as after power-on, then in `state` (the guest's first state)."""
+        self.set_state(state)
+
     @abstractmethod
     def interrupts_allowed(self) -> bool:
         """True when an external interrupt can be delivered now (IF=1, no shadow)."""

@@ -2,10 +2,10 @@
 
 Exit status, as QEMU's isa-debug-exit defines it: a guest write of V to port 0xf4 ends the run
 with (V << 1) | 1 (always odd). emu's own statuses are even: 0 when the guest stops by itself
-(hlt with interrupts off), 2 for bad input or an unusable host, 4 when the guest dies (triple
-fault, emulation failure), 128 + the signal after SIGINT, SIGTERM or SIGHUP (130, 143, 129). On
-a terminal, Ctrl-C is the guest's key and Ctrl-A x ends emu with 0 (emu.terminal). Every error is
-one line on stderr.
+(hlt with interrupts off, an ACPI power-off, a reset with -no-reboot), 2 for bad input or an
+unusable host, 4 when the guest dies (triple fault, emulation failure), 128 + the signal after
+SIGINT, SIGTERM or SIGHUP (130, 143, 129). On a terminal, Ctrl-C is the guest's key and Ctrl-A x
+ends emu with 0 (emu.terminal). Every error is one line on stderr.
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "or 2 MiB hugetlb pages from vm.nr_hugepages")
     p.add_argument("--dirty-log", action="store_true",
                    help="kvm: log the pages the guest writes (KVM_GET_DIRTY_LOG); counts in --stats")
+    p.add_argument("-no-reboot", "--no-reboot", dest="no_reboot", action="store_true",
+                   help="a guest's reset (reboot) ends emu with status 0 instead of restarting the guest, as QEMU's")
     p.add_argument("--stats", action="store_true", help="print exits, instructions and time at exit")
     p.add_argument("--stats-json", metavar="PATH", help="write the same statistics as JSON")
     p.add_argument("--version", action="version", version=f"emu {__version__}")
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                                screendump=Path(args.screendump) if args.screendump else None,
                                nographic=args.nographic, devices=args.device, virtio_drives=virtio,
                                netdevs=args.netdev, chardevs=args.chardev, ioeventfd=args.ioeventfd == "on",
-                               irqchip=args.irqchip, escape_char=escape,
+                               irqchip=args.irqchip, escape_char=escape, no_reboot=args.no_reboot,
                                monitor=parse_monitor(args.monitor) if args.monitor else None)  # fmt: skip
         machine = Machine(config)
         status = machine.run()

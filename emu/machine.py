@@ -13,7 +13,9 @@ which this thread holds while it services devices and takes for each port/MMIO a
 drops while guest code runs. On kvm other threads *kick* the vCPU: the `Kicker` at
 the next timer deadline, the terminal reader when input arrives, a signal handler on Ctrl-C.
 On tcg a run ends itself at the deadline (VCpu.set_deadline) and input waits for it, for the
-guest's next read of COM1, or wakes a halted guest; only ending the run kicks from outside.
+guest's next read of COM1, or wakes a halted guest; only ending the run kicks from outside, and
+the Kicker when the guest arms a timer earlier than the run's deadline while it runs (a one-shot
+PIT count: Linux's tick once it has a clocksource such as ACPI's PM timer).
 Port IO is served inside `VCpu.run()` through `self.buses` (the IoHandler); when a device
 raises INTR during such an access, the APIC's output callback stops run() from inside the hook.
 
@@ -27,7 +29,13 @@ rest of -m from 4 GiB, one accelerator region (KVM memory slot) per range; the I
 0xFEC00000 and the local APIC page at 0xFEE00000 are MMIO; the legacy hole 0xA0000-0xFFFFF and
 everything else that is not RAM is unassigned and reads as zeros (as in QEMU).
 Port map: PIC 0x20/0xA0, PIT 0x40-0x43, port B 0x61, RTC 0x70-0x71, POST 0x80, port A 0x92,
-ELCR 0x4d0-0x4d1, isa-debug-exit 0xf4-0xf7, COM1 0x3f8-0x3ff (IRQ 4).
+ELCR 0x4d0-0x4d1, isa-debug-exit 0xf4-0xf7, COM1 0x3f8-0x3ff (IRQ 4), PCI configuration and the
+reset control register 0xcf8-0xcff, ACPI PM registers 0x600-0x60b (SCI: IRQ 9).
+
+Reset: port 0xcf9 (the ACPI reset register) or port 0x92 asks for a system reset; the loop then
+resets every device in place, clears RAM and loads the guest again (`reset`), or with
+-no-reboot ends the run with status 0. A triple fault is not a reset here: it ends the run as a
+dead guest (status 4, with the fault chain), where QEMU would reset (or exit, with -no-reboot).
 """
 
 from __future__ import annotations
@@ -42,9 +50,11 @@ from pathlib import Path
 
 from .accel import DebugExit as StepExit
 from .accel import IoEventFd
-from .accel import (Accelerator, HaltExit, InternalErrorExit, InterruptWindowExit, KickExit,
+from .accel import (Accelerator, CpuState, HaltExit, InternalErrorExit, InterruptWindowExit, KickExit,
                     ShutdownExit, VCpu)  # fmt: skip
 from .clock import Clock, InstructionClock
+from .devices.acpi_pm import BLOCK_SIZE as ACPI_PM_PORTS
+from .devices.acpi_pm import AcpiPm
 from .devices.bus import Buses
 from .devices.debug_exit import DebugExit
 from .devices.pci import I440fxHostBridge, PciHost, Piix3IsaBridge
@@ -79,7 +89,7 @@ from .devices.debugcon import FirmwareConsole
 from .devices.serial import FdSink
 from .devices.vga import VgaText
 from .display import TerminalScreen, terminal_fits
-from .loader import linux, multiboot
+from .loader import acpi, linux, multiboot
 from .loader.pc_tables import bios_tables_rom
 from .loader.detect import ImageKind, detect_image
 from .loader.firmware import PcFirmware, load_bios
@@ -117,6 +127,7 @@ class MachineConfig:
     netdevs: list[str] = field(default_factory=list)  # -netdev TYPE,id=ID,...: host backends for NICs
     chardevs: list[str] = field(default_factory=list)  # -chardev socket,id=ID,path=PATH,...: for virtio-console
     monitor: str | None = None  # -monitor unix:PATH,server=on,wait=off: the socket's path (emu.monitor)
+    no_reboot: bool = False  # -no-reboot: a guest's reset ends the run (status 0) instead of restarting it
 
 
 MMIO_BASE = 0xFEB0_0000  # virtio-mmio windows, 4 KiB apart, below the IOAPIC's page
@@ -188,6 +199,7 @@ class Machine:
     accel: Accelerator = field(init=False)
     vcpu: VCpu = field(init=False)
     exit_status: int | None = None
+    resets: int = 0  # system resets the guest asked for and got (a reboot)
     _fatal: GuestError | None = None
     idle_ns: int = 0
     wall_ns: int = 0
@@ -201,8 +213,8 @@ class Machine:
         self.clock = InstructionClock(shift=cfg.icount_shift) if cfg.deterministic else Clock()
         self.memory = GuestMemory.pc(cfg.memory_mib << 20, backing=cfg.mem_backing)
         self.accel = _create_accelerator(cfg, self.memory)
-        # A Linux kernel booted directly still looks in F0000-FFFFF for the BIOS's tables ($PIR)
-        self.bios_tables = bios_tables_rom() if self.kind is ImageKind.LINUX else None
+        # A Linux kernel booted directly still looks in F0000-FFFFF for the BIOS's tables ($PIR, ACPI)
+        self.bios_tables = bios_tables_rom(self.memory.layout) if self.kind is ImageKind.LINUX else None
         tables = [self.bios_tables.region()] if self.bios_tables else []
         for region in self.memory.regions() + (self.firmware.regions() if self.firmware else []) + tables:
             self.accel.add_memory_region(region)
@@ -249,17 +261,19 @@ class Machine:
         self._pending_input = b""
         self._reset_requested = False
         self._poll_window = self.accel.name == "tcg"
-        if self.firmware is not None:  # from the reset vector, through the BIOS
-            state = self.firmware.reset_state()
-        elif self.kind is ImageKind.LINUX:  # the Linux boot protocol (emu.loader.linux)
-            append = " ".join([cfg.append, *self.kernel_parameters]).strip()
-            state, self.linux = linux.load(cfg.kernel, self.memory, append, cfg.modules[0] if cfg.modules else None)
-        else:
-            name = cfg.display_name or str(cfg.kernel)
-            append = " ".join([cfg.append, *self.kernel_parameters]).strip()
-            state = multiboot.boot(cfg.kernel, name, self.memory, append, cfg.modules)
-        self.vcpu.set_state(state)
+        self.vcpu.set_state(self._load_guest())
         self.monitor = MonitorServer(Monitor(self), cfg.monitor) if cfg.monitor else None
+
+    def _load_guest(self) -> CpuState:
+        """Put the guest in RAM and return the vCPU's first state: at power-on and at every reset."""
+        cfg = self.config
+        if self.firmware is not None:  # from the reset vector, through the BIOS
+            return self.firmware.reset_state()
+        append = " ".join([cfg.append, *self.kernel_parameters]).strip()
+        if self.kind is ImageKind.LINUX:  # the Linux boot protocol (emu.loader.linux)
+            state, self.linux = linux.load(cfg.kernel, self.memory, append, cfg.modules[0] if cfg.modules else None)
+            return state
+        return multiboot.boot(cfg.kernel, cfg.display_name or str(cfg.kernel), self.memory, append, cfg.modules)
 
     # devices ---------------------------------------------------------------------------------
     def _build_devices(self) -> None:
@@ -311,6 +325,8 @@ class Machine:
         self.pci.attach(0, 0, I440fxHostBridge())
         self.isa_bridge = Piix3IsaBridge(irq_line=self._pci_line)
         self.pci.attach(1, 0, self.isa_bridge)
+        if self.kind is ImageKind.LINUX:  # no BIOS runs: route PIRQ A-D as one would ($PIR and ACPI say so)
+            self.isa_bridge.program_firmware_routes()
         self.virtio: list[VirtioPci] = []
         self.disks: list[DiskImage] = []
         self.chardevs = {c.id: c for c in map(parse_chardev, self.config.chardevs)}
@@ -341,7 +357,11 @@ class Machine:
             self.isa_bridge.connect(slot, function)
             self.virtio.append(function)
         ports.register(0x80, 1, PostCodePort(), "post")
-        ports.register(0x92, 1, SystemControlPortA(self), "port-a")
+        self.port_a = SystemControlPortA(self)
+        ports.register(0x92, 1, self.port_a, "port-a")
+        # ACPI's fixed hardware (PM1 registers, PM timer, the SCI), described by the FADT (emu.loader.acpi)
+        self.acpi_pm = AcpiPm(self.clock, self._line(acpi.SCI_IRQ), self, s5_type=acpi.SLP_TYP_S5)
+        ports.register(acpi.PM_BASE, ACPI_PM_PORTS, self.acpi_pm, "acpi-pm")
 
     def _build_apics(self) -> None:
         """CPU 0's local APIC at 0xFEE00000 with the PIC on its LINT0, and the I/O APIC at
@@ -500,8 +520,35 @@ class Machine:
         self.vcpu.kick()
 
     def request_reset(self) -> None:
+        """A device pulled the reset line (port CF9h, port 92h): the loop resets the machine, or
+        with -no-reboot ends the run with status 0, as QEMU does."""
         self._reset_requested = True
         self.vcpu.kick()
+
+    def reset(self) -> None:
+        """A system reset, as QEMU's qemu_system_reset: every device to its power-on state, RAM
+        cleared, the guest loaded again (a -kernel boot is reloaded from its files, as QEMU's
+        linuxboot option ROM does at every boot; a raw disk restarts its BIOS at the reset
+        vector) and the vCPU in its first state. The devices are reset in place rather than
+        built again: the host side they hold (disk images, tap devices, sockets, device threads,
+        the accelerator's memory slots) outlives a guest's reboot, as in QEMU."""
+        self._reset_requested = False
+        self.resets += 1
+        for device in self._resettable_devices():
+            device.reset()
+        if self.lapic is not None and self.firmware is None:  # the APIC as a BIOS leaves it, again
+            self.lapic.firmware_setup()
+        if self.kind is ImageKind.LINUX:
+            self.isa_bridge.program_firmware_routes()
+        self.memory.clear()
+        self.vcpu.reset(self._load_guest())
+
+    def _resettable_devices(self) -> list:
+        """The device models with a reset(): every board device and what sits on PCI."""
+        devices = [self.pic, self.pit, self.port_b, self.rtc, self.uart, self.port_a, self.acpi_pm, self.pci,
+                   *self.virtio_mmio]  # fmt: skip
+        apics = [self.lapic, self.ioapic] if self.lapic is not None else []  # (--irqchip kernel: KVM's)
+        return devices + apics + ([self.ata] if self.ata is not None else [])
 
     def wake(self) -> None:
         """From any thread: input arrived; interrupt a halt, or (kvm) a running vCPU."""
@@ -581,8 +628,10 @@ class Machine:
                 if self.exit_status is not None:
                     return self.exit_status
                 if self._reset_requested:
-                    print("emu: guest requested a reset; stopping (reboot is not implemented)", file=sys.stderr)
-                    return 0
+                    if self.config.no_reboot:
+                        self.uart.flush()
+                        return 0
+                    self.reset()
                 window = self._update_interrupts()
                 deadline = self.clock.next_deadline()
                 if window and self._poll_window:

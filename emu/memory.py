@@ -439,6 +439,18 @@ class GuestMemory:
         for listener in self._write_listeners:  # the bytes changed under the CPU (tcg drops code)
             listener(address, length)
 
+    def clear(self) -> None:
+        """All of RAM reads as zeros again, as after power-on (a machine reset that reloads its
+        guest): the host pages go back (MADV_DONTNEED), or are zeroed where the backing refuses
+        that (hugetlb before Linux 5.18)."""
+        try:
+            self.buffer.madvise(mmap.MADV_DONTNEED)
+        except OSError:
+            ctypes.memset(self._map_address, 0, len(self.buffer))
+        for r in self.ranges:  # the bytes changed under the CPU (tcg drops code)
+            for listener in self._write_listeners:
+                listener(r.guest_address, r.size)
+
     def usage(self) -> BackingUsage:
         """Measure what backs the mapping now (/proc/self/smaps): see BackingUsage."""
         fields = read_smaps(self._map_address, self._map_address + len(self.buffer))

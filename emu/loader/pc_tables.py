@@ -15,8 +15,12 @@ IRQs it can reach, the slot number and a reserved byte. For the PIIX a link valu
 config-space offset of its PIRQRC register (60h-63h), which is how Linux's pirq_piix_get/set
 use it. The table lives in a 64 KiB ROM at F0000 (E820 marks the range reserved).
 
-Layout of that ROM: $PIR at 0x100, the MP floating pointer and configuration table (Intel
-MultiProcessor Specification 1.4, emu.loader.mptable) at 0x400-0xFFF, ACPI from 0x1000.
+The same ROM carries the ACPI tables from 1000h (emu.loader.acpi: the RSDP on a 16-byte
+boundary, where Linux's scan of E0000-FFFFF finds it, and every table it leads to). With them
+Linux needs no `acpi=off`: it routes PCI interrupts by the DSDT's _PRT instead of $PIR, and
+powers off and resets through the FADT's registers. Layout of the ROM: $PIR at 100h, the MP
+floating pointer and configuration table (Intel MultiProcessor Specification 1.4,
+emu.loader.mptable) at 400h-FFFh, ACPI from 1000h.
 """
 
 from __future__ import annotations
@@ -24,13 +28,15 @@ from __future__ import annotations
 import struct
 
 from ..cpuid import emu64
-from ..devices.pci.piix3 import PIRQRC, ROUTABLE_IRQS, pirq_of
-from ..memory import Rom
+from ..devices.pci.piix3 import PIRQRC, ROUTABLE_IRQS, Piix3IsaBridge, pirq_of
+from ..memory import MemoryLayout, Rom
+from .acpi import AcpiPlatform, acpi_tables
 from .mptable import Processor, mp_tables
 
 TABLES_BASE, TABLES_SIZE = 0xF0000, 0x10000
 PIR_OFFSET = 0x100  # any 16-byte boundary in the area
 MP_OFFSET, MP_END = 0x400, 0x1000  # the MP floating pointer and configuration table (emu.loader.mptable)
+ACPI_OFFSET = 0x1000  # the ACPI tables, RSDP first (emu.loader.acpi)
 ROUTER_DEVFN = 1 << 3  # the PIIX3 at 00:01.0
 INTEL, PIIX3 = 0x8086, 0x7000
 
@@ -51,8 +57,8 @@ def pci_irq_routing_table(slots: range = range(1, 32)) -> bytes:
     return table[:31] + bytes([checksum]) + table[32:]
 
 
-def bios_tables_rom() -> Rom:
-    """The ROM at F0000 holding the tables (the rest reads as zeros)."""
+def bios_tables_rom(layout: MemoryLayout) -> Rom:
+    """The ROM at F0000 holding the tables (the rest reads as zeros) for a PC with `layout`."""
     area = bytearray(TABLES_SIZE)
     table = pci_irq_routing_table()
     area[PIR_OFFSET : PIR_OFFSET + len(table)] = table
@@ -61,4 +67,7 @@ def bios_tables_rom() -> Rom:
     if MP_OFFSET + len(mp) > MP_END:
         raise AssertionError(f"the MP tables ({len(mp)} bytes) overflow {MP_OFFSET:#x}-{MP_END - 1:#x}")
     area[MP_OFFSET : MP_OFFSET + len(mp)] = mp
+    platform = AcpiPlatform(pci_window_start=layout.below_4g_size, pci_gsi=Piix3IsaBridge().firmware_irq)
+    acpi = acpi_tables(TABLES_BASE + ACPI_OFFSET, platform)
+    area[ACPI_OFFSET : ACPI_OFFSET + len(acpi)] = acpi
     return Rom(TABLES_BASE, bytes(area), name="bios-tables")

@@ -525,6 +525,17 @@ class TcgVCpu(VCpu):
             self._start_counting()
         return int(min(max(remaining_us * self._rate, MIN_SLICE), MAX_SLICE))
 
+    def reset(self, state: CpuState) -> None:
+        """As at power-on, runs carry no instruction budget again until the machine has a
+        deadline: Unicorn's count hook costs a call per instruction, and a kernel's decompressor,
+        which arms no timer, ran three times slower after a reboot with it."""
+        if self._counting:
+            self._counting = False  # emu_start with no count drops Unicorn's count hook
+            self.uc.ctl_flush_tb()
+        self._window = False
+        self._deadline_ns = None
+        self.set_state(state)
+
     def _start_counting(self) -> None:
         """From now on runs carry instruction budgets; the blocks they run are recorded in C so
         that a run that ends after a byte F4 can be told from one that ended at `hlt`."""

@@ -114,6 +114,15 @@ class PciFunction:
         elif offset == INTERRUPT_LINE or self.writable(offset):
             self.space[offset] = byte
 
+    def reset(self) -> None:
+        """RST# (PCI 3.0 §4.3.2, "Reset"): decoders and bus mastering off, BARs unassigned, no
+        interrupt line; what firmware finds at power-on. Subclasses add their own registers."""
+        self.config_write(COMMAND, 2, 0)  # unmaps the windows (on_bars_changed) and masks nothing
+        for index, bar in self.bars.items():
+            bar.address = 0
+            self._store_bar(index, bar)
+        self.space[INTERRUPT_LINE] = 0
+
     def writable(self, offset: int) -> bool:
         """Device-specific registers a subclass lets software write (default: none)."""
         return False

@@ -72,6 +72,13 @@ class PciHost:
                 self.window_conflicts += 1
         self.windows[id(pci)] = placed
 
+    def reset(self) -> None:
+        """System reset: CONFIG_ADDRESS and the reset control register cleared, every function
+        reset (its windows leave the buses)."""
+        self.address = self.reset_control = 0
+        for pci in self.functions.values():
+            pci.reset()
+
     def register(self, ports) -> None:  # a PortIoBus
         ports.register(PORT_BASE, PORT_COUNT, self, "pci-config")
 

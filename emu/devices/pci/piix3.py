@@ -63,6 +63,13 @@ class Piix3IsaBridge(PciFunction):
             self.sources.append((slot, pci))
             pci.on_intx_changed = lambda _fn: self.update_irqs()
 
+    def reset(self) -> None:
+        """System reset: every PIRQ route disabled again (80h)."""
+        super().reset()
+        for i in range(4):
+            self.space[PIRQRC + i] = ROUTE_DISABLED
+        self.update_irqs()
+
     def program_firmware_routes(self) -> None:
         """Steer PIRQ# A-D as a BIOS would have (FIRMWARE_PIRQ_ROUTES), for a direct kernel boot."""
         for pirq, irq in enumerate(FIRMWARE_PIRQ_ROUTES):

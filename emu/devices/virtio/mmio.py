@@ -43,6 +43,11 @@ class VirtioMmio:
     def __post_init__(self) -> None:
         self.device.interrupt = self.raise_interrupt
 
+    def reset(self) -> None:
+        """System reset: the device reset (a driver's write of 0 to Status) and the selectors."""
+        self.io_write(0x070, 4, 0)
+        self.device_features_sel = self.driver_features_sel = self.queue_sel = 0
+
     def raise_interrupt(self, bits: int) -> None:
         self.interrupt_status |= bits
         if self.irq is not None:

@@ -150,6 +150,13 @@ class VirtioPci(PciFunction):
         self.regions.io_write(offset, length, value)
         return 0
 
+    def reset(self) -> None:
+        """System reset: the virtio device reset (as a driver's write of status 0), the
+        transport's selectors, then the PCI function's power-on state."""
+        self.set_device_status(0)
+        self.device_feature_select = self.driver_feature_select = self.queue_select = 0
+        super().reset()
+
     # --- interrupts ---------------------------------------------------------------------------
     def raise_interrupt(self, bits: int) -> None:
         self.isr |= bits
