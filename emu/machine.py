@@ -70,7 +70,7 @@ from .devices.debugcon import FirmwareConsole
 from .devices.serial import FdSink
 from .devices.vga import VgaText
 from .display import TerminalScreen, terminal_fits
-from .loader import linux, multiboot
+from .loader import linux, multiboot, pvh
 from .loader.pc_tables import bios_tables_rom
 from .loader.detect import ImageKind, detect_image
 from .loader.firmware import PcFirmware, load_bios
@@ -203,14 +203,14 @@ class Machine:
     def __post_init__(self) -> None:
         cfg = self.config
         self.kind = detect_image(cfg.kernel)
-        if self.kind is ImageKind.LINUX and len(cfg.modules) > 1:
+        if self.kind in (ImageKind.LINUX, ImageKind.PVH) and len(cfg.modules) > 1:
             raise EmuError("-initrd: a Linux kernel takes one initrd file")
         self.firmware = PcFirmware(load_bios(cfg.bios)) if self.kind is ImageKind.RAW_DISK else None
         self.clock = InstructionClock(shift=cfg.icount_shift) if cfg.deterministic else Clock()
         self.memory = GuestMemory.pc(cfg.memory_mib << 20, backing=cfg.mem_backing)
         self.accel = _create_accelerator(cfg, self.memory)
         # A Linux kernel booted directly still looks in F0000-FFFFF for the BIOS's tables ($PIR)
-        self.bios_tables = bios_tables_rom() if self.kind is ImageKind.LINUX else None
+        self.bios_tables = bios_tables_rom() if self.kind in (ImageKind.LINUX, ImageKind.PVH) else None
         tables = [self.bios_tables.region()] if self.bios_tables else []
         for region in self.memory.regions() + (self.firmware.regions() if self.firmware else []) + tables:
             self.accel.add_memory_region(region)
@@ -249,6 +249,11 @@ class Machine:
         elif self.kind is ImageKind.LINUX:  # the Linux boot protocol (emu.loader.linux)
             append = " ".join([cfg.append, *self.kernel_parameters]).strip()
             state, self.linux = linux.load(cfg.kernel, self.memory, append, cfg.modules[0] if cfg.modules else None)
+        elif self.kind is ImageKind.PVH:  # an ELF kernel at its Xen PVH entry (emu.loader.pvh)
+            append = " ".join([cfg.append, *self.kernel_parameters]).strip()
+            rsdp = pvh.find_rsdp(self.bios_tables.data, self.bios_tables.guest_address) if self.bios_tables else 0
+            state, self.pvh = pvh.load(cfg.kernel, self.memory, append, cfg.modules[0] if cfg.modules else None,
+                                       rsdp=rsdp, name=cfg.display_name or str(cfg.kernel))  # fmt: skip
         else:
             name = cfg.display_name or str(cfg.kernel)
             append = " ".join([cfg.append, *self.kernel_parameters]).strip()
