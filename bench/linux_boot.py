@@ -16,15 +16,20 @@ SIGTERM. The same kernel, initramfs and command line boot four ways:
 QEMU rows are skipped where qemu-system-x86_64 is not installed. The runs take turns, round
 by round, so that load from elsewhere on the machine falls on all of them alike; the best of
 each is shown (the least disturbed), with the slowest beside it as a measure of the noise, and
-the host's load average before and after. The goal (the project's issue) is emu at most 3x
-QEMU-TCG.
+the host's load average before, during and after. Beside the wall time, the CPU time the VM
+process used (user + system, all its threads, from wait4) to its end: on a shared machine it
+moves much less with other load than wall time does, but it does not see the time a guest
+spends idle (waiting on timers). The goal (the project's issue) is emu at most 3x QEMU-TCG.
 
-Guest instructions per second: emu's tcg counts instructions only with --stats/--stats-json, and
-then by a Python block hook that slows the run. So the count comes from one more boot of each emu
-row with --stats-json, ended the same way at the prompt, and the rate shown is that count over
-the best uncounted time (the slowdown the hook caused is printed too). The count is that of
-another run: timer interrupts and spin-waits on the clock make it differ by a little from run to
-run. QEMU reports no instruction count without -icount, which changes what is measured.
+Guest instructions per second: emu's tcg counts instructions only with --stats or
+--stats-json, by a block hook (emu/tcg/block_count.c: a C lookup per block run, Python only to
+decode a new block), which costs a boot some time itself. So the count comes from one more boot
+of each emu row with --stats-json, ended the same way at the prompt, and the rate shown is that
+count over the best uncounted time (wall, and CPU); how much longer the counted boot took is
+printed too. The count is that of another run: spin-waits on the clock (PIT calibration,
+udelay) run more or fewer instructions as emu is faster or slower, and a run preempted inside a
+block counts an instruction or two twice, so take it to a few percent. QEMU reports no
+instruction count without -icount, which changes what is measured. --no-count skips that boot.
 
     python bench/linux_boot.py [--mmu shadow|shadow-python|unicorn] [--append CMDLINE] [--runs N]
                                [--no-qemu] [--no-count] [--timeout S] [--dry-run]
@@ -43,6 +48,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,10 +67,13 @@ class Row:
     emulator: str  # "emu" or "qemu"
     image: str  # "bzImage" or "PVH"
     argv: list[str]
-    times: list[float] = field(default_factory=list)  # to the prompt, seconds
-    ready: list[float] = field(default_factory=list)  # to "emu-linux: ready"
+    boots: list[Boot] = field(default_factory=list)
     instructions: int | None = None
     counted_seconds: float | None = None  # the --stats-json run's own time to the prompt
+
+    @property
+    def best(self) -> Boot:
+        return min(self.boots, key=lambda b: b.prompt)
 
     @property
     def label(self) -> str:
@@ -102,9 +111,15 @@ def rows(args: argparse.Namespace, qemu: str | None) -> list[Row]:
     return out
 
 
-def boot(argv: list[str], timeout: float) -> tuple[float, float]:
-    """Start the VM, wait for the prompt after "emu-linux: ready", end it with SIGTERM. Returns
-    (seconds to the prompt, seconds to ready), both from just before the process started."""
+@dataclass
+class Boot:
+    prompt: float  # seconds from just before the process started to the shell prompt
+    ready: float  # ... to "emu-linux: ready"
+    cpu: float  # CPU seconds (user + system, all threads) the process used, to its end
+
+
+def boot(argv: list[str], timeout: float) -> Boot:
+    """Start the VM, wait for the prompt after "emu-linux: ready", end it with SIGTERM."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
@@ -114,7 +129,7 @@ def boot(argv: list[str], timeout: float) -> tuple[float, float]:
             while prompt_at is None:
                 left = start + timeout - time.perf_counter()
                 if left <= 0:
-                    raise SystemExit(f"no shell prompt within {timeout:.0f} s: {' '.join(argv)}\n"
+                    raise SystemExit(f"no shell prompt within {timeout:.0f} s: {shlex.join(argv)}\n"
                                      f"{text[-1500:].decode(errors='replace')}")  # fmt: skip
                 readable, _, _ = select.select([proc.stdout], [], [], min(left, 1.0))
                 if not readable:
@@ -124,7 +139,7 @@ def boot(argv: list[str], timeout: float) -> tuple[float, float]:
                 if not chunk:
                     proc.wait()
                     err.seek(0)
-                    raise SystemExit(f"exited {proc.returncode} before the shell prompt: {' '.join(argv)}\n"
+                    raise SystemExit(f"exited {proc.returncode} before the shell prompt: {shlex.join(argv)}\n"
                                      f"{text[-1500:].decode(errors='replace')}{err.read()[-500:].decode(errors='replace')}")  # fmt: skip
                 text += chunk
                 if ready_at is None and READY in text:
@@ -132,21 +147,31 @@ def boot(argv: list[str], timeout: float) -> tuple[float, float]:
                 if ready_at is not None and PROMPT in text[text.index(READY) :]:
                     prompt_at = now
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)  # emu writes its --stats-json on SIGTERM, QEMU just quits
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-    return prompt_at - start, ready_at - start
+            cpu = end(proc)
+    return Boot(prompt_at - start, ready_at - start, cpu)
+
+
+def end(proc: subprocess.Popen) -> float:
+    """SIGTERM (emu writes its --stats-json then; QEMU just quits), SIGKILL after 30 s; reaped
+    with wait4 for its resource usage: the CPU seconds it used, user and system, all threads."""
+    if proc.returncode is not None:
+        return 0.0
+    proc.send_signal(signal.SIGTERM)
+    killer = threading.Timer(30, proc.kill)
+    killer.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        killer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_utime + usage.ru_stime
 
 
 def count_instructions(row: Row, timeout: float, work: Path) -> None:
     """One more boot with --stats-json: the instructions emu ran to the prompt."""
     stats = work / f"stats-{row.image}.json"
     argv = row.argv[:3] + ["--stats-json", str(stats)] + row.argv[3:]  # after "python -m emu"
-    row.counted_seconds, _ = boot(argv, timeout * 3)
+    row.counted_seconds = boot(argv, timeout * 2).prompt
     row.instructions = json.loads(stats.read_text())["instructions"]
 
 
@@ -155,26 +180,32 @@ def fmt(value: float | None, spec: str, width: int) -> str:
 
 
 def report(table: list[Row]) -> None:
-    qemu = {r.image: min(r.times) for r in table if r.emulator == "qemu" and r.times}
-    print(f"\n  {'':<12} {'prompt s':>9} {'slowest':>8} {'ready s':>8} {'emu/QEMU':>9} {'guest MIPS':>11} "
-          f"{'instructions':>13} {'counted run s':>14}")  # fmt: skip
+    qemu = {r.image: r.best for r in table if r.emulator == "qemu" and r.boots}
+    print(f"\n  {'':<12} {'prompt s':>9} {'slowest':>8} {'ready s':>8} {'CPU s':>7}   {'emu/QEMU':>8} "
+          f"{'(CPU)':>6}   {'guest MIPS':>10} {'(CPU)':>6} {'instructions':>15}")  # fmt: skip
     for r in table:
-        best = min(r.times)
-        ratio = best / qemu[r.image] if r.emulator == "emu" and r.image in qemu else None
-        mips = r.instructions / best / 1e6 if r.instructions else None
-        shown_ratio = f"{ratio:8.2f}x" if ratio is not None else f"{'-':>9}"
-        print(f"  {r.label:<12} {best:9.2f} {max(r.times):8.2f} {min(r.ready):8.2f} {shown_ratio} {fmt(mips, '.1f', 11)} "
-              f"{fmt(r.instructions, ',', 13)} {fmt(r.counted_seconds, '.1f', 14)}")  # fmt: skip
+        best, q = r.best, qemu.get(r.image) if r.emulator == "emu" else None
+        wall = f"{best.prompt / q.prompt:7.2f}x" if q else f"{'-':>8}"
+        cpu = f"{best.cpu / q.cpu:5.2f}x" if q else f"{'-':>6}"
+        mips = fmt(r.instructions / best.prompt / 1e6 if r.instructions else None, ".1f", 10)
+        mips_cpu = fmt(r.instructions / best.cpu / 1e6 if r.instructions else None, ".1f", 6)
+        print(f"  {r.label:<12} {best.prompt:9.2f} {max(b.prompt for b in r.boots):8.2f} {best.ready:8.2f} "
+              f"{best.cpu:7.2f}   {wall} {cpu}   {mips} {mips_cpu} {fmt(r.instructions, ',', 15)}")  # fmt: skip
     for emulator in ("emu", "qemu"):
-        by_image = {r.image: min(r.times) for r in table if r.emulator == emulator and r.times}
+        by_image = {r.image: r.best.prompt for r in table if r.emulator == emulator and r.boots}
         if len(by_image) == 2:
             print(f"  {emulator}: PVH / bzImage {by_image['PVH'] / by_image['bzImage']:.2f}")
     if qemu:
-        worst = max(min(r.times) / qemu[r.image] for r in table if r.emulator == "emu")
+        worst = max(r.best.prompt / qemu[r.image].prompt for r in table if r.emulator == "emu")
         print(f"  goal: emu at most {GOAL:.0f}x QEMU-TCG: {'met' if worst <= GOAL else 'not met'} (worst {worst:.2f}x)")
+    if not any(r.instructions for r in table):
+        print("  guest MIPS: not counted (--no-count)")
     for r in table:
         if r.instructions and r.counted_seconds:
-            print(f"  {r.label}: the counting run took {r.counted_seconds / min(r.times):.2f}x the best uncounted one")
+            print(f"  {r.label}: {r.instructions:,} instructions to the prompt, counted in a --stats-json boot "
+                  f"that took {r.counted_seconds:.1f} s, {r.counted_seconds / r.best.prompt:.2f}x the best uncounted one")  # fmt: skip
+    print("  (CPU s: user + system time of the VM process, all threads, to its end: less sensitive than wall time\n"
+          "   to other load on the machine, but blind to time the guest spends idle)")  # fmt: skip
 
 
 def main() -> None:
@@ -209,10 +240,10 @@ def main() -> None:
           f"makes these figures noisy)", flush=True)  # fmt: skip
     for round_ in range(args.runs):
         for r in table:
-            seconds, ready = boot(r.argv, args.timeout)
-            r.times.append(seconds)
-            r.ready.append(ready)
-            print(f"  run {round_ + 1}: {r.label:<12} {seconds:7.2f} s", flush=True)
+            b = boot(r.argv, args.timeout)
+            r.boots.append(b)
+            print(f"  run {round_ + 1}: {r.label:<12} {b.prompt:7.2f} s to the prompt, {b.cpu:7.2f} CPU s "
+                  f"(load {os.getloadavg()[0]:.1f})", flush=True)  # fmt: skip
     if args.count:
         with tempfile.TemporaryDirectory() as work:
             for r in table:

@@ -30,7 +30,7 @@ def test_dry_run_shows_each_row_with_the_options() -> None:
     assert len(qemu) == (2 if shutil.which("qemu-system-x86_64") else 0)
     for row in qemu:
         assert {"-accel", "tcg", "-machine", "pc", "-nographic", "-no-reboot"} <= set(row)
-    assert "3 run(s) of each" in run.stdout
+    assert "3 run(s) of each" in run.stdout and "--stats-json" in run.stdout  # --count: one more boot, counted
 
 
 def test_no_qemu_and_default_mmu() -> None:
@@ -57,6 +57,7 @@ def test_boot_times_the_prompt_after_ready_and_ends_the_vm(monkeypatch) -> None:
               "sys.stdout.write('emu-linux: ready\\n'); sys.stdout.flush(); time.sleep(0.3)\n"
               "sys.stdout.write('/ # '); sys.stdout.flush(); time.sleep(60)\n")  # fmt: skip
     start = time.perf_counter()
-    prompt, ready = linux_boot.boot([sys.executable, "-c", script], timeout=30)
-    assert 0.3 <= ready < prompt < 10 and prompt - ready >= 0.25
+    b = linux_boot.boot([sys.executable, "-c", script], timeout=30)
+    assert 0.3 <= b.ready < b.prompt < 10 and b.prompt - b.ready >= 0.25
+    assert 0 < b.cpu < b.prompt  # the stand-in mostly sleeps
     assert time.perf_counter() - start < 15  # ended, not waited for
