@@ -55,7 +55,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 APPEND = "console=ttyS0 nolapic noapic acpi=off"
-READY, PROMPT = b"emu-linux: ready", b"/ # "
+READY, PROMPT, PANIC = b"emu-linux: ready", b"/ # ", b"Kernel panic"
 MEMORY_MIB = 512
 GOAL = 3.0  # emu / QEMU-TCG, at most
 
@@ -68,6 +68,7 @@ class Row:
     image: str  # "bzImage" or "PVH"
     argv: list[str]
     boots: list[Boot] = field(default_factory=list)
+    failed: str | None = None  # why a boot of this row did not reach the prompt
     instructions: int | None = None
     counted_seconds: float | None = None  # the --stats-json run's own time to the prompt
 
@@ -111,6 +112,10 @@ def rows(args: argparse.Namespace, qemu: str | None) -> list[Row]:
     return out
 
 
+class BootFailed(Exception):
+    """The VM exited, panicked or timed out before its prompt: the row is reported as failed."""
+
+
 @dataclass
 class Boot:
     prompt: float  # seconds from just before the process started to the shell prompt
@@ -129,8 +134,7 @@ def boot(argv: list[str], timeout: float) -> Boot:
             while prompt_at is None:
                 left = start + timeout - time.perf_counter()
                 if left <= 0:
-                    raise SystemExit(f"no shell prompt within {timeout:.0f} s: {shlex.join(argv)}\n"
-                                     f"{text[-1500:].decode(errors='replace')}")  # fmt: skip
+                    raise BootFailed(f"no shell prompt within {timeout:.0f} s", text)
                 readable, _, _ = select.select([proc.stdout], [], [], min(left, 1.0))
                 if not readable:
                     continue
@@ -139,9 +143,11 @@ def boot(argv: list[str], timeout: float) -> Boot:
                 if not chunk:
                     proc.wait()
                     err.seek(0)
-                    raise SystemExit(f"exited {proc.returncode} before the shell prompt: {shlex.join(argv)}\n"
-                                     f"{text[-1500:].decode(errors='replace')}{err.read()[-500:].decode(errors='replace')}")  # fmt: skip
+                    raise BootFailed(f"exited {proc.returncode} before the shell prompt", text + err.read())
                 text += chunk
+                if PANIC in text:  # it will not get further: end it now, with the rest of the message
+                    more = select.select([proc.stdout], [], [], 1.0)[0]
+                    raise BootFailed("kernel panic", text + (os.read(proc.stdout.fileno(), 65536) if more else b""))
                 if ready_at is None and READY in text:
                     ready_at = now
                 if ready_at is not None and PROMPT in text[text.index(READY) :]:
@@ -171,7 +177,11 @@ def count_instructions(row: Row, timeout: float, work: Path) -> None:
     """One more boot with --stats-json: the instructions emu ran to the prompt."""
     stats = work / f"stats-{row.image}.json"
     argv = row.argv[:3] + ["--stats-json", str(stats)] + row.argv[3:]  # after "python -m emu"
-    row.counted_seconds = boot(argv, timeout * 2).prompt
+    try:
+        row.counted_seconds = boot(argv, timeout * 2).prompt
+    except BootFailed as error:
+        print(f"  {row.label}: the counting boot failed: {error.args[0]}")
+        return
     row.instructions = json.loads(stats.read_text())["instructions"]
 
 
@@ -181,6 +191,10 @@ def fmt(value: float | None, spec: str, width: int) -> str:
 
 def report(table: list[Row]) -> None:
     qemu = {r.image: r.best for r in table if r.emulator == "qemu" and r.boots}
+    for r in table:
+        if not r.boots:
+            print(f"  {r.label:<12} failed: {r.failed}")
+    table = [r for r in table if r.boots]
     print(f"\n  {'':<12} {'prompt s':>9} {'slowest':>8} {'ready s':>8} {'CPU s':>7}   {'emu/QEMU':>8} "
           f"{'(CPU)':>6}   {'guest MIPS':>10} {'(CPU)':>6} {'instructions':>15}")  # fmt: skip
     for r in table:
@@ -195,17 +209,19 @@ def report(table: list[Row]) -> None:
         by_image = {r.image: r.best.prompt for r in table if r.emulator == emulator and r.boots}
         if len(by_image) == 2:
             print(f"  {emulator}: PVH / bzImage {by_image['PVH'] / by_image['bzImage']:.2f}")
-    if qemu:
-        worst = max(r.best.prompt / qemu[r.image].prompt for r in table if r.emulator == "emu")
+    ratios = [r.best.prompt / qemu[r.image].prompt for r in table if r.emulator == "emu" and r.image in qemu]
+    if ratios:
+        worst = max(ratios)
         print(f"  goal: emu at most {GOAL:.0f}x QEMU-TCG: {'met' if worst <= GOAL else 'not met'} (worst {worst:.2f}x)")
     if not any(r.instructions for r in table):
-        print("  guest MIPS: not counted (--no-count)")
+        print("  guest MIPS: no instruction count (--no-count, or the counting boot failed)")
     for r in table:
         if r.instructions and r.counted_seconds:
             print(f"  {r.label}: {r.instructions:,} instructions to the prompt, counted in a --stats-json boot "
                   f"that took {r.counted_seconds:.1f} s, {r.counted_seconds / r.best.prompt:.2f}x the best uncounted one")  # fmt: skip
-    print("  (CPU s: user + system time of the VM process, all threads, to its end: less sensitive than wall time\n"
-          "   to other load on the machine, but blind to time the guest spends idle)")  # fmt: skip
+    print("  (CPU s: user + system time of the VM process, all threads, to its end: it moves less than wall time\n"
+          "   with other load on the machine, though it still moves (timer interrupts, shared caches), and it\n"
+          "   does not see time the guest spends idle)")  # fmt: skip
 
 
 def main() -> None:
@@ -240,14 +256,23 @@ def main() -> None:
           f"makes these figures noisy)", flush=True)  # fmt: skip
     for round_ in range(args.runs):
         for r in table:
-            b = boot(r.argv, args.timeout)
+            if r.failed:
+                continue
+            try:
+                b = boot(r.argv, args.timeout)
+            except BootFailed as error:
+                r.failed = error.args[0]
+                tail = error.args[1].decode(errors="replace").strip().splitlines()[-12:]
+                print(f"  run {round_ + 1}: {r.label:<12} FAILED: {r.failed}: {shlex.join(r.argv)}")
+                print("\n".join("      | " + line for line in tail), flush=True)
+                continue
             r.boots.append(b)
             print(f"  run {round_ + 1}: {r.label:<12} {b.prompt:7.2f} s to the prompt, {b.cpu:7.2f} CPU s "
                   f"(load {os.getloadavg()[0]:.1f})", flush=True)  # fmt: skip
     if args.count:
         with tempfile.TemporaryDirectory() as work:
             for r in table:
-                if r.emulator == "emu":
+                if r.emulator == "emu" and r.boots:
                     count_instructions(r, args.timeout, Path(work))
     report(table)
     print(f"host load average after: {os.getloadavg()[0]:.2f}; bench ran {time.perf_counter() - start:.0f} s")

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "linux_boot.py"
 
 
@@ -61,3 +63,17 @@ def test_boot_times_the_prompt_after_ready_and_ends_the_vm(monkeypatch) -> None:
     assert 0.3 <= b.ready < b.prompt < 10 and b.prompt - b.ready >= 0.25
     assert 0 < b.cpu < b.prompt  # the stand-in mostly sleeps
     assert time.perf_counter() - start < 15  # ended, not waited for
+
+
+def test_a_kernel_panic_fails_the_row_at_once(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    import linux_boot  # bench/ is not a package: from its directory
+
+    script = ("import sys, time\n"
+              "sys.stdout.write('[ 1.0] Kernel panic - not syncing: VFS: Unable to mount root fs\\n')\n"
+              "sys.stdout.flush(); time.sleep(60)\n")  # fmt: skip
+    start = time.perf_counter()
+    with pytest.raises(linux_boot.BootFailed, match="kernel panic") as failed:
+        linux_boot.boot([sys.executable, "-c", script], timeout=30)
+    assert b"Unable to mount root fs" in failed.value.args[1]
+    assert time.perf_counter() - start < 15
