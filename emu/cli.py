@@ -34,10 +34,12 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="emu", description="x86 PC emulator with two accelerators: tcg (Unicorn) and kvm (/dev/kvm).")
     p.add_argument("image", metavar="IMAGE", nargs="?",
-                   help="a multiboot v1 kernel (ELF32, as qemu -kernel takes) or a raw disk image to boot "
-                        "through the BIOS, as qemu-system-x86_64 IMAGE")
+                   help="a multiboot v1 kernel (ELF32, as qemu -kernel takes), a Linux bzImage, an ELF kernel with a "
+                        "Xen PVH entry note (vmlinux), or a raw disk image to boot through the BIOS, as "
+                        "qemu-system-x86_64 IMAGE")  # fmt: skip
     p.add_argument("-kernel", "--kernel", metavar="KERNEL",
-                   help="a multiboot kernel or a Linux bzImage, as QEMU takes it (the same as IMAGE)")
+                   help="a multiboot kernel, a Linux bzImage or a PVH ELF kernel (vmlinux), as QEMU takes it "
+                        "(the same as IMAGE)")  # fmt: skip
     p.add_argument("-drive", "--drive", action="append", default=[], metavar="file=PATH,format=raw,if=ide|virtio",
                    help="a disk, as QEMU takes it: if=ide is the boot disk (one); if=virtio a virtio-blk disk "
                         "(readonly=on for a read-only one)")  # fmt: skip

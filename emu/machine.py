@@ -89,7 +89,7 @@ from .devices.debugcon import FirmwareConsole
 from .devices.serial import FdSink
 from .devices.vga import VgaText
 from .display import TerminalScreen, terminal_fits
-from .loader import acpi, linux, multiboot
+from .loader import acpi, linux, multiboot, pvh
 from .loader.pc_tables import bios_tables_rom
 from .loader.detect import ImageKind, detect_image
 from .loader.firmware import PcFirmware, load_bios
@@ -207,14 +207,15 @@ class Machine:
     def __post_init__(self) -> None:
         cfg = self.config
         self.kind = detect_image(cfg.kernel)
-        if self.kind is ImageKind.LINUX and len(cfg.modules) > 1:
+        if self.kind in (ImageKind.LINUX, ImageKind.PVH) and len(cfg.modules) > 1:
             raise EmuError("-initrd: a Linux kernel takes one initrd file")
         self.firmware = PcFirmware(load_bios(cfg.bios)) if self.kind is ImageKind.RAW_DISK else None
         self.clock = InstructionClock(shift=cfg.icount_shift) if cfg.deterministic else Clock()
         self.memory = GuestMemory.pc(cfg.memory_mib << 20, backing=cfg.mem_backing)
         self.accel = _create_accelerator(cfg, self.memory)
-        # A Linux kernel booted directly still looks in F0000-FFFFF for the BIOS's tables ($PIR, ACPI)
-        self.bios_tables = bios_tables_rom(self.memory.layout) if self.kind is ImageKind.LINUX else None
+        # A Linux kernel booted directly still looks in F0000-FFFFF for the BIOS's tables ($PIR, MP, ACPI)
+        linux_kinds = (ImageKind.LINUX, ImageKind.PVH)
+        self.bios_tables = bios_tables_rom(self.memory.layout) if self.kind in linux_kinds else None
         tables = [self.bios_tables.region()] if self.bios_tables else []
         for region in self.memory.regions() + (self.firmware.regions() if self.firmware else []) + tables:
             self.accel.add_memory_region(region)
@@ -254,8 +255,6 @@ class Machine:
             self.pic.master.on_output = self._intr_changed
             if self.irqchip is not None and self.firmware is None:  # KVM's APIC, as a BIOS leaves it
                 self.irqchip.firmware_lapic_setup(self.vcpu.fd)
-        if self.kind is ImageKind.LINUX:  # the BIOS's job: PCI interrupts routed (MP table)
-            self.isa_bridge.program_firmware_routes()
         self._in_guest = False
         self._wake = threading.Event()
         self._pending_input = b""
@@ -272,6 +271,11 @@ class Machine:
         append = " ".join([cfg.append, *self.kernel_parameters]).strip()
         if self.kind is ImageKind.LINUX:  # the Linux boot protocol (emu.loader.linux)
             state, self.linux = linux.load(cfg.kernel, self.memory, append, cfg.modules[0] if cfg.modules else None)
+            return state
+        if self.kind is ImageKind.PVH:  # an ELF kernel at its Xen PVH entry (emu.loader.pvh)
+            rsdp = pvh.find_rsdp(self.bios_tables.data, self.bios_tables.guest_address) if self.bios_tables else 0
+            state, self.pvh = pvh.load(cfg.kernel, self.memory, append, cfg.modules[0] if cfg.modules else None,
+                                       rsdp=rsdp, name=cfg.display_name or str(cfg.kernel))  # fmt: skip
             return state
         return multiboot.boot(cfg.kernel, cfg.display_name or str(cfg.kernel), self.memory, append, cfg.modules)
 
@@ -325,8 +329,8 @@ class Machine:
         self.pci.attach(0, 0, I440fxHostBridge())
         self.isa_bridge = Piix3IsaBridge(irq_line=self._pci_line)
         self.pci.attach(1, 0, self.isa_bridge)
-        if self.kind is ImageKind.LINUX:  # no BIOS runs: route PIRQ A-D as one would ($PIR and ACPI say so)
-            self.isa_bridge.program_firmware_routes()
+        if self.kind in (ImageKind.LINUX, ImageKind.PVH):  # no BIOS runs: route PIRQ A-D as one would
+            self.isa_bridge.program_firmware_routes()  # ($PIR, the MP table and ACPI's _PRT say so)
         self.virtio: list[VirtioPci] = []
         self.disks: list[DiskImage] = []
         self.chardevs = {c.id: c for c in map(parse_chardev, self.config.chardevs)}
@@ -538,7 +542,7 @@ class Machine:
             device.reset()
         if self.lapic is not None and self.firmware is None:  # the APIC as a BIOS leaves it, again
             self.lapic.firmware_setup()
-        if self.kind is ImageKind.LINUX:
+        if self.kind in (ImageKind.LINUX, ImageKind.PVH):
             self.isa_bridge.program_firmware_routes()
         self.memory.clear()
         self.vcpu.reset(self._load_guest())

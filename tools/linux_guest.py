@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Fetch Debian's stock kernel and build a busybox initramfs for it: a real Linux guest for emu.
 
-    python tools/linux_guest.py            # prints KERNEL and INITRD paths (cached after the first run)
+    python tools/linux_guest.py            # prints KERNEL, INITRD and VMLINUX paths (cached after the first run)
     python -m emu -m 512 -kernel KERNEL -initrd INITRD -append console=ttyS0
+    python -m emu -m 512 -kernel VMLINUX -initrd INITRD -append console=ttyS0    # the PVH entry
 
 Everything comes from the Debian archive through apt (`apt-get download`, no other source):
 linux-image-amd64's current kernel package and busybox-static. The kernel is Debian's own
@@ -13,17 +14,30 @@ repository, in $XDG_CACHE_HOME/emu/linux/VERSION (~/.cache by default).
 
 The initramfs is a "newc" cpio archive (Documentation/driver-api/early-userspace/
 buffer-format.rst), written here and gzip-compressed.
+
+VMLINUX is the same kernel uncompressed, taken out of the bzImage, for emu's PVH entry (a
+vmlinux ELF with Xen's PHYS32_ENTRY note, CONFIG_PVH=y as in Debian's build). The setup header
+says where the compressed kernel is (boot.rst: payload_offset at 0248h, from the end of the
+setup code, and payload_length at 024Ch; protocol 2.08+), its first bytes say how it is
+compressed (Debian 6.1: xz). The build appends the uncompressed size as 4 bytes to every format
+but gzip (arch/x86/boot/compressed/Makefile, the *_with_size commands), which checks the result,
+and on a relocatable kernel the relocation table follows the ELF (vmlinux.relocs, for the
+decompressor's KASLR): the file is cut where the ELF ends, as the vmlinux the build started from.
 """
 
 from __future__ import annotations
 
+import bz2
 import gzip
+import lzma
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 MODULES = ["virtio_pci", "virtio_mmio", "virtio_blk", "virtio_net", "virtio_console", "virtio-rng", "virtio_balloon",
@@ -139,9 +153,75 @@ def build(cache: Path) -> tuple[Path, Path]:
     return kernel, initrd
 
 
+# The first bytes of each payload format the kernel can be built with (CONFIG_KERNEL_*)
+PAYLOAD_MAGIC = {b"\x1f\x8b": "gzip", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd", b"\x5d\x00\x00": "lzma",
+                 b"BZh": "bzip2", b"\x02\x21\x4c\x18": "lz4", b"\x89LZO": "lzo"}  # fmt: skip
+
+
+def payload(bzimage: bytes) -> tuple[str, bytes]:
+    """The compressed kernel inside a bzImage, and its format's name."""
+    if bzimage[0x202:0x206] != b"HdrS" or struct.unpack_from("<H", bzimage, 0x206)[0] < 0x0208:
+        sys.exit("linux_guest: not a bzImage of boot protocol 2.08 or later (no payload_offset field)")
+    start = ((bzimage[0x1F1] or 4) + 1) * 512 + struct.unpack_from("<I", bzimage, 0x248)[0]
+    data = bzimage[start : start + struct.unpack_from("<I", bzimage, 0x24C)[0]]
+    kind = next((name for magic, name in PAYLOAD_MAGIC.items() if data.startswith(magic)), None)
+    if kind is None:
+        sys.exit(f"linux_guest: the bzImage's payload starts {data[:6].hex()}, not a known compression")
+    return kind, data
+
+
+def decompress(kind: str, data: bytes) -> bytes:
+    if kind == "gzip":
+        return zlib.decompressobj(wbits=31).decompress(data)
+    if kind in ("xz", "lzma"):
+        return lzma.LZMADecompressor(lzma.FORMAT_XZ if kind == "xz" else lzma.FORMAT_ALONE).decompress(data)
+    if kind == "bzip2":
+        return bz2.BZ2Decompressor().decompress(data)
+    if kind == "zstd":  # the zstandard module where installed, else the zstd program
+        try:
+            import zstandard
+
+            return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+        except ImportError:
+            pass
+        if shutil.which("zstd") is None:
+            sys.exit("linux_guest: this kernel is zstd-compressed: install zstd (apt-get install zstd)")
+        return subprocess.run(["zstd", "-dcq"], input=data[:-4], capture_output=True, check=True).stdout
+    sys.exit(f"linux_guest: the kernel is {kind}-compressed; this script unpacks gzip, xz, lzma, bzip2 and zstd")
+
+
+def elf_end(image: bytes) -> int:
+    """Where an ELF64 file ends: past its section headers and its segments' bytes."""
+    shoff, _, _, phentsize, phnum, shentsize, shnum, _ = struct.unpack_from("<QIHHHHHH", image, 0x28)
+    phoff = struct.unpack_from("<Q", image, 0x20)[0]
+    end = shoff + shnum * shentsize
+    for i in range(phnum):
+        offset, _, _, filesz = struct.unpack_from("<QQQQ", image, phoff + i * phentsize + 8)
+        end = max(end, offset + filesz)
+    return end
+
+
+def vmlinux(kernel: Path) -> Path:
+    """The uncompressed kernel ELF of the bzImage `kernel`, cached beside it as vmlinux."""
+    target = kernel.parent / "vmlinux"
+    if target.exists():
+        return target
+    image = kernel.read_bytes()
+    kind, data = payload(image)
+    elf = decompress(kind, data)
+    if kind != "gzip" and len(elf) != struct.unpack("<I", data[-4:])[0]:
+        sys.exit(f"linux_guest: {kind} gave {len(elf)} bytes, the bzImage says {struct.unpack('<I', data[-4:])[0]}")
+    if elf[:5] != b"\x7fELF\x02":
+        sys.exit("linux_guest: the bzImage's payload is not an ELF64 kernel")
+    partial = target.with_suffix(".partial")
+    partial.write_bytes(elf[: elf_end(elf)])
+    partial.rename(target)
+    return target
+
+
 def main() -> None:
     kernel, initrd = build(cache_dir())
-    print(f"KERNEL={kernel}\nINITRD={initrd}")
+    print(f"KERNEL={kernel}\nINITRD={initrd}\nVMLINUX={vmlinux(kernel)}")
 
 
 if __name__ == "__main__":

@@ -4,14 +4,18 @@
                   loaded directly, like `qemu -kernel` (emu.loader.multiboot)
   multiboot a.out any file with a multiboot header using the a.out kludge (flags bit 16)
   Linux bzImage   "HdrS" at offset 0x202 (Documentation/arch/x86/boot.rst, "The real-mode
-                  kernel header"): the Linux boot protocol (not implemented yet)
+                  kernel header"): the Linux boot protocol (emu.loader.linux)
+  PVH ELF         an ELF without a multiboot header but with Xen's PHYS32_ENTRY note, such as
+                  Linux's uncompressed vmlinux: entered at that 32-bit entry (emu.loader.pvh)
   raw disk        a disk whose sector 0 ends in the 0x55 0xAA boot signature (even if a
                   multiboot header follows later, as GRUB's core.img in sector 1 has one),
                   booted through the PC firmware from the reset vector, like
                   `qemu-system-x86_64 disk.img`
 
-An ELF that is not multiboot, a file shorter than one sector, or a sector 0 without the
-signature is refused with one line, before any machine is built.
+The order is QEMU's for -kernel (hw/i386/x86.c, x86_load_linux): a setup header first, then a
+multiboot header, then the PVH note. An ELF with neither header nor note, a truncated or
+malformed ELF, a file shorter than one sector, or a sector 0 without the signature is refused
+with one line, before any machine is built.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import struct
 from pathlib import Path
 
 from ..errors import EmuError
+from .pvh import has_pvh_note
 
 SECTOR = 512
 MULTIBOOT_MAGIC = 0x1BADB002
@@ -31,6 +36,7 @@ BOOT_SIGNATURE = b"\x55\xaa"
 class ImageKind(enum.Enum):
     MULTIBOOT = "multiboot kernel"
     LINUX = "Linux bzImage"
+    PVH = "PVH ELF kernel"
     RAW_DISK = "raw disk image"
 
 
@@ -53,11 +59,11 @@ def detect_image(path: Path) -> ImageKind:
     if head.startswith(b"\x7fELF"):
         if has_multiboot_header(head):
             return ImageKind.MULTIBOOT
-        # A truncated multiboot ELF is reported by the loader, which knows where the header was due.
-        if len(head) < MULTIBOOT_SEARCH:
-            return ImageKind.MULTIBOOT
-        raise EmuError(f"{path}: an ELF file without a multiboot header (emu boots multiboot v1 kernels, "
-                       "Linux bzImages and raw disk images)")  # fmt: skip
+        # The PVH note: reads the program headers and notes; truncated or malformed ones are one line
+        if has_pvh_note(path, str(path)):
+            return ImageKind.PVH
+        raise EmuError(f"{path}: an ELF file without a multiboot header or a Xen PVH entry note (emu boots "
+                       "multiboot v1 kernels, Linux bzImages, PVH kernels such as vmlinux, and raw disk images)")  # fmt: skip
     if len(head) >= 0x206 and head[0x202:0x206] == b"HdrS":  # before the 55 AA test: a bzImage has one too
         return ImageKind.LINUX
     # A disk can hold a multiboot header past its boot sector (GRUB's core.img sits in sector 1

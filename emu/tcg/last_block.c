@@ -51,10 +51,3 @@ void lb_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
         }
     }
 }
-
-/* The third use, only with --stats: count guest instructions (a UC_HOOK_CODE callback, one call
- * per instruction, in C: a Python callback per block made a Linux boot ten times slower). */
-void lb_count(void *uc, uint64_t address, uint32_t size, void *user_data) {
-    (void)uc, (void)address, (void)size;
-    ++*(uint64_t *)user_data;
-}

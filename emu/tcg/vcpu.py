@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from unicorn import (UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED,
-                     UC_ERR_INSN_INVALID, UC_ERR_WRITE_PROT, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR,
+                     UC_ERR_INSN_INVALID, UC_ERR_WRITE_PROT, UC_HOOK_BLOCK, UC_HOOK_INSN, UC_HOOK_INTR,
                      UC_HOOK_MEM_WRITE_PROT, Uc, UcError)  # fmt: skip
 from unicorn import x86_const
 from unicorn.unicorn_py3.unicorn import uclib
@@ -55,6 +55,8 @@ from . import intercepts
 UNTIL = 0xDEAD_0000_0000_0000  # a non-canonical address no guest executes: run until stopped
 MIN_SLICE, MAX_SLICE = 1_000, 50_000_000  # instructions per emu_start while a deadline is pending
 LAST_BLOCK_SOURCE = Path(__file__).with_name("last_block.c")
+BLOCK_COUNT_SOURCE = Path(__file__).with_name("block_count.c")
+BLOCK_COUNT_SLOTS = 1 << 20  # 16 MiB of (address, size, instructions), with --stats only
 NO_BLOCK = 0xFFFF_FFFF_FFFF_FFFF  # last_block.c's address before the run executed any block
 _ns = time.perf_counter_ns
 _GPRS = struct.Struct("<16Q")  # CPUX86State.regs[], in GPR_NAMES order (emu.tcg.context)
@@ -64,7 +66,14 @@ _GPRS = struct.Struct("<16Q")  # CPUX86State.regs[], in GPR_NAMES order (emu.tcg
 _IN_HOOK = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_void_p)
 _OUT_HOOK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p)
 _BLOCK_HOOK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_void_p)
-_CODE_HOOK = _BLOCK_HOOK  # UC_HOOK_CODE callbacks have the same signature
+_DECODE_BLOCK = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_uint64, ctypes.c_uint32)
+
+
+class _BlockCounter(ctypes.Structure):
+    """struct counter of block_count.c."""
+
+    _fields_ = [("instructions", ctypes.c_uint64), ("decoded", ctypes.c_uint64), ("mask", ctypes.c_uint32),
+                ("used", ctypes.c_uint32), ("decode", _DECODE_BLOCK), ("slots", ctypes.c_void_p)]  # fmt: skip
 
 
 class _MsrValue(ctypes.Structure):
@@ -135,9 +144,9 @@ class TcgVCpu(VCpu):
         uc.hook_add(UC_HOOK_INSN, self._on_syscall, "syscall", 1, 0, UC_X86_INS_SYSCALL)
         uc.hook_add(UC_HOOK_INSN, self._on_syscall, "sysenter", 1, 0, UC_X86_INS_SYSENTER)
         uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
-        self._instruction_count: ctypes.c_uint64 | None = None
+        self._counter: _BlockCounter | None = None
         if count_instructions:
-            self._count_in_c() or uc.hook_add(UC_HOOK_BLOCK, self._on_block)
+            self._install_instruction_counter()
 
     # register access through the raw C API (the binding's wrappers cost ~2-50 us) ------------
     def _reg(self, reg: int) -> int:
@@ -240,19 +249,6 @@ class TcgVCpu(VCpu):
             self._pending = Event(intno, EventKind.EXCEPTION, code)
         uc.emu_stop()
 
-    def _count_in_c(self) -> bool:
-        """Count instructions with last_block.c's lb_count (False without a C compiler)."""
-        library, _why = native.load(LAST_BLOCK_SOURCE)
-        if library is None:
-            return False
-        self._instruction_count = ctypes.c_uint64(0)
-        self._count_hook = ctypes.cast(library.lb_count, _CODE_HOOK)  # kept alive with the vCPU
-        handle = ctypes.c_size_t()
-        status = uclib.uc_hook_add(self._handle, ctypes.byref(handle), UC_HOOK_CODE, self._count_hook,
-                                   ctypes.cast(ctypes.byref(self._instruction_count), ctypes.c_void_p),
-                                   ctypes.c_uint64(1), ctypes.c_uint64(0))  # fmt: skip
-        return status == 0
-
     def attach_apic(self, apic: LocalApicRegisters) -> None:
         self.apic = apic
         intercepts.install(self.uc, self.ctx)
@@ -321,6 +317,26 @@ class TcgVCpu(VCpu):
             n = self._count_instructions(address, size)
             self._block_sizes[key] = n
         self.stats.instructions += n
+
+    def _install_instruction_counter(self) -> None:
+        """--stats: count instructions by block, in C (block_count.c: a Python call only for a
+        block never seen before); without a C compiler, by the Python hook _on_block."""
+        library, _why = native.load(BLOCK_COUNT_SOURCE)
+        if library is None:
+            self.uc.hook_add(UC_HOOK_BLOCK, self._on_block)
+            return
+        self._count_slots = ctypes.create_string_buffer(16 * BLOCK_COUNT_SLOTS)  # zeroed: all free
+        self._count_decode = _DECODE_BLOCK(self._count_instructions)  # these three live as long as the vCPU
+        self._count_hook = ctypes.cast(library.bc_hook, _BLOCK_HOOK)
+        counter = _BlockCounter(0, 0, BLOCK_COUNT_SLOTS - 1, 0, self._count_decode,
+                                ctypes.cast(self._count_slots, ctypes.c_void_p))  # fmt: skip
+        handle = ctypes.c_size_t()
+        status = uclib.uc_hook_add(self._handle, ctypes.byref(handle), UC_HOOK_BLOCK, self._count_hook,
+                                   ctypes.cast(ctypes.byref(counter), ctypes.c_void_p), ctypes.c_uint64(1),
+                                   ctypes.c_uint64(0))  # fmt: skip
+        if status != 0:
+            raise UcError(status)
+        self._counter = counter
 
     def _count_instructions(self, address: int, size: int) -> int:
         """Instructions in a newly seen translation block (decoded once, then cached)."""
@@ -412,8 +428,6 @@ class TcgVCpu(VCpu):
                 self._running = False
                 self.stats.guest_ns += _ns() - start - self._handler_ns
                 self._fold_io_counts()
-                if self._instruction_count is not None:
-                    self.stats.instructions = self._instruction_count.value
                 self._run_deferred_invalidations()
                 if self._rom_step:
                     self._undo_rom_stores()
@@ -693,6 +707,8 @@ class TcgVCpu(VCpu):
                 self._invalidate_code(address, size)
 
     def _fold_io_counts(self) -> None:
+        if self._counter is not None:
+            self.stats.instructions = self._counter.instructions
         if self._io_count:
             self.stats.counts[ExitReason.IO] += self._io_count
             self.stats.times_ns[ExitReason.IO] += self._io_ns

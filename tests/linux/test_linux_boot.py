@@ -61,9 +61,10 @@ class Console:
         while chunk := self.proc.stdout.read1(4096):
             self._chunks.put(chunk.decode(errors="replace"))
 
-    def wait_for(self, needle: str, timeout: float) -> str:
+    def wait_for(self, needle: str, timeout: float, after: int = 0) -> str:
+        """Wait until `needle` is in the console's text (from offset `after` on)."""
         deadline = time.monotonic() + timeout
-        while needle not in self.text:
+        while needle not in self.text[after:]:
             if time.monotonic() > deadline or self.proc.poll() is not None and self._chunks.empty():
                 raise AssertionError(f"no {needle!r} within {timeout} s; console:\n{self.text[-3000:]}")
             try:
