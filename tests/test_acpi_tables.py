@@ -64,7 +64,7 @@ def test_the_rsdp_is_found_and_both_checksums_hold(rom: bytes) -> None:
     assert rsdp[15] == 2  # revision 2: XSDT and RSDT
     assert struct.unpack_from("<I", rsdp, 20)[0] == 36 and sum(rsdp) % 256 == 0  # extended checksum
     assert rom[PIR_OFFSET : PIR_OFFSET + 4] == b"$PIR"  # the routing table is still there
-    assert not any(rom[0x400:ACPI_OFFSET])  # 400h-FFFh are left for the MP table
+    assert rom[0x400:0x404] == b"_MP_"  # 400h-FFFh hold the MP table (emu.loader.mptable)
 
 
 def test_xsdt_and_rsdt_point_to_the_same_checksummed_tables(rom: bytes) -> None:

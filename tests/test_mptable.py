@@ -6,13 +6,14 @@ import struct
 
 from emu.cpuid import emu64
 from emu.devices.pci.piix3 import Piix3IsaBridge
+from emu.memory import MemoryLayout
 from emu.loader.pc_tables import MP_END, MP_OFFSET, PIR_OFFSET, TABLES_BASE, bios_tables_rom
 
 ENTRY_SIZES = {0: 20, 1: 8, 2: 8, 3: 8, 4: 8}
 
 
 def rom_bytes() -> bytes:
-    rom = bios_tables_rom()
+    rom = bios_tables_rom(MemoryLayout.pc(512 << 20))
     try:
         return bytes(rom.data)
     finally:
