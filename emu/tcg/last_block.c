@@ -27,22 +27,26 @@ struct last_block {
  * RIP and repeats its stores (Unicorn #1355). emu sets `stop` instead, and the run stops here,
  * before the next block, where RIP is exact. */
 /* The third: an interrupt window. While an interrupt waits for RFLAGS.IF, emu asks for a stop
- * at the first block boundary with IF=1, so that the interrupt is taken where a CPU takes it:
- * right after the instruction that follows `sti` (or `popf`, `iret`), and not at the next
- * time slice. QEMU ends a block after `sti` and makes the next one a single instruction (the
- * STI shadow), so that boundary exists. The first block of a run is never stopped at: the
- * run may begin exactly where the previous one stopped, inside the shadow (emu saw the shadow
- * and went on). */
+ * at a block boundary with IF=1, so that the interrupt is taken where a CPU takes it: right
+ * after the instruction that follows `sti` (or after `popf`), not at the next time slice. QEMU
+ * ends a block after `sti` and `popf`, and makes the block after `sti` a single instruction
+ * (the STI shadow); the blocks that follow start where the previous one ended. So IF is looked
+ * at (uc_reg_read, ~20 ns) only at such fall-through boundaries: a loop that jumps back to
+ * itself with IF=0 and an interrupt waiting pays nothing per iteration. After `iret`, which
+ * jumps, the stop comes at the next fall-through (or, as a backstop, emu's 200 us poll). The
+ * first block of a run is never stopped at: the run may begin exactly where the previous one
+ * stopped, inside the shadow (emu saw the shadow and went on). */
 void lb_hook(void *uc, uint64_t address, uint32_t size, void *user_data) {
     struct last_block *last = user_data;
     uint32_t first = last->first;
+    uint64_t previous_end = last->address + last->size;
     last->address = address;
     last->size = size;
     last->first = 0;
     if (last->stop == 1) {
         last->stop = 2;           /* emu reads it: this run ended here, at a kick, not at hlt */
         last->emu_stop(uc);
-    } else if (last->stop == 3 && !first) {
+    } else if (last->stop == 3 && !first && address == previous_end) {
         uint64_t rflags = 0;
         last->reg_read(uc, UC_X86_REG_RFLAGS, &rflags);
         if (rflags & RFLAGS_IF) {

@@ -118,3 +118,31 @@ def test_an_intercept_after_a_software_interrupt_keeps_its_rip() -> None:
     state, _, _ = run_program(lidt + body + idtr, {idt + 0x80 * 16: gate.to_bytes(16, "little"),
                                                    handler: bytes.fromhex("48cf")})  # fmt: skip  # iretq
     assert state.rbx == 0xFEE00900 and state.rip == CODE + len(lidt) + len(body)
+
+
+def test_interrupt_window_opens_after_the_instruction_that_follows_sti() -> None:
+    """The block hook stops the run where RFLAGS.IF becomes 1 (last_block.c): with an interrupt
+    waiting, `sti; nop; nop; cli` is interrupted after the first `nop` (the STI shadow), as on
+    a CPU, not at the next time slice or after the `cli`."""
+    memory = GuestMemory.pc(16 << 20)
+    accel = TcgAccelerator(memory, mmu="unicorn")
+    for region in memory.regions():
+        accel.add_memory_region(region)
+    vcpu = accel.create_vcpu(0, NoIo())
+    vcpu.install_block_hook()
+    program = bytes.fromhex("90" * 8 + "fb" "90" "90" "fa" "f4")  # nops; sti; nop; nop; cli; hlt
+    memory.write(CODE, program)
+    memory.write(GDT, bytes(8) + (0x00AF9A000000FFFF).to_bytes(8, "little") + (0x00CF92000000FFFF).to_bytes(8, "little"))
+    code = Segment(selector=8, base=0, limit=0xFFFFFFFF, type=0xB, l=1, g=1)
+    data = Segment(selector=0x10, base=0, limit=0xFFFFFFFF, type=3, db=1, g=1)
+    vcpu.set_state(CpuState(rip=CODE, cs=code, ss=data, ds=data, es=data, cr0=0x11, efer=0x500, rsp=0x8000,
+                            gdt=DescriptorTable(GDT, 23)))  # fmt: skip
+    vcpu.request_interrupt_window(True)
+    try:
+        event = vcpu.run()
+        assert type(event).__name__ == "InterruptWindowExit", event
+        state = vcpu.get_state()
+        assert state.rip == CODE + 10 and state.rflags & 0x200  # after sti and one nop
+    finally:
+        accel.close()
+        memory.close()
