@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from guestenv import KVM_OK, KVM_WHY
 
 
-def pytest_collection_modifyitems(config, items):  # noqa: ARG001
+def pytest_collection_modifyitems(config, items):
     """Linux boots beyond the main ones take minutes each on tcg: they run when asked
     (EMU_LINUX_EXTRA=1), so that the suite stays within its 20 minutes on two cores."""
     if os.environ.get("EMU_LINUX_EXTRA") == "1":
@@ -20,7 +19,7 @@ def pytest_collection_modifyitems(config, items):  # noqa: ARG001
             item.add_marker(skip)
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """Say how many kvm tests ran, so CI output shows whether the kvm path was exercised."""
     def is_kvm(report) -> bool:
         marked = "kvm" in getattr(report, "keywords", {}) or "kvm" in report.nodeid  # @pytest.mark.kvm, or [kvm]

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from ptyemu import PtyEmu
 
 from .test_linux_boot import APPEND, guest  # noqa: F401  (the module-scoped fixture)
