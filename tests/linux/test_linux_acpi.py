@@ -12,14 +12,16 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from .test_linux_boot import Console, guest  # noqa: F401 - `guest` is the fixture (apt-get download, cached)
 
-APPEND = "console=ttyS0 nolapic noapic"
+APPEND = "console=ttyS0 nolapic noapic"  # ACPI on, PIC mode: the _PRT and the SCI through the 8259 (the main test has the APICs)
 BOOT_TIMEOUT = 400
 
 
 def start(kernel: Path, initrd: Path, *options: str) -> tuple[subprocess.Popen, Console]:
-    proc = subprocess.Popen([sys.executable, "-m", "emu", "--accel", "tcg", "--mmu", "unicorn", "-m", "512",
+    proc = subprocess.Popen([sys.executable, "-m", "emu", "--accel", "tcg", "-m", "512",
                              "-kernel", str(kernel), "-initrd", str(initrd), "-append", APPEND,
                              "-device", "virtio-rng-pci", *options],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
@@ -48,6 +50,7 @@ def read_hwrng(console: Console) -> None:
     assert len(random) >= 16 and len(set(random[-16:])) > 4  # 16 bytes, not all the same
 
 
+@pytest.mark.linux_extra
 def test_acpi_tables_clock_interrupts_reboot_and_poweroff(guest: tuple[Path, Path]) -> None:  # noqa: F811
     kernel, initrd = guest
     proc, console = start(kernel, initrd)
@@ -92,6 +95,7 @@ def test_acpi_tables_clock_interrupts_reboot_and_poweroff(guest: tuple[Path, Pat
     assert proc.stderr.read() == b""
 
 
+@pytest.mark.linux_extra
 def test_reboot_with_no_reboot_ends_emu_with_status_0(guest: tuple[Path, Path]) -> None:  # noqa: F811
     kernel, initrd = guest
     proc, console = start(kernel, initrd, "-no-reboot")
