@@ -185,3 +185,44 @@ def test_stock_kernel_to_a_shell_and_poweroff(guest: tuple[Path, Path], tmp_path
         proc.wait()
     greeting = subprocess.run(["debugfs", "-R", "cat /greeting", str(disk)], capture_output=True, text=True, check=True)
     assert greeting.stdout.strip() == "hello from linux on emu"
+
+
+KVM_PROBE_S = 60  # how long the kvm boot may take to print anything on the console
+
+
+@pytest.mark.kvm
+def test_stock_kernel_on_kvm(guest: tuple[Path, Path]) -> None:
+    """The same kernel on /dev/kvm: to the shell and `poweroff -f` where the host's KVM can run
+    it. This project's host runs a nested, software-assisted KVM (kvm_pvm, notes/host-kvm.md)
+    that emulates all CPL0 guest code: there the kernel's decompressor prints nothing within
+    KVM_PROBE_S seconds. Then the test stops emu (SIGTERM: its --stats show what the vCPU did)
+    and skips, saying so and quoting emu's figures."""
+    from guestenv import KVM_OK, KVM_WHY
+
+    if not KVM_OK:
+        pytest.skip(KVM_WHY)
+    kernel, initrd = guest
+    proc = subprocess.Popen([sys.executable, "-m", "emu", "--accel", "kvm", "-m", "512", "-kernel", str(kernel),
+                             "-initrd", str(initrd), "-append", APPEND, "--stats"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    console = Console(proc)
+    try:
+        try:
+            console.wait_for("Linux version", KVM_PROBE_S)
+        except AssertionError:
+            proc.terminate()
+            _, stderr = proc.communicate(timeout=30)
+            figures = " ".join(line.strip() for line in stderr.decode().splitlines()
+                               if line.startswith(("mmio", "io ", "time:", "mmu:")))  # fmt: skip
+            assert proc.returncode == 128 + 15, stderr.decode()  # stopped by us, not an error of emu's
+            host = " (kvm_pvm: it emulates CPL0 code)" if Path("/sys/module/kvm_pvm").exists() else ""
+            pytest.skip(f"host KVM{host} ran the kernel for {KVM_PROBE_S} s without a line on the console; "
+                        f"emu --stats: {figures}")  # fmt: skip
+        console.wait_for("/ # ", 600)
+        assert console.run("uname -r").strip().endswith(kernel.parent.name.rsplit("-", 1)[0])
+        proc.stdin.write(b"poweroff -f\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+        proc.wait()
