@@ -6,7 +6,6 @@ local APIC and an IOAPIC. Three kernel boots on tcg: about a minute each on an i
 
 from __future__ import annotations
 
-import queue
 import subprocess
 import sys
 import time
@@ -31,18 +30,6 @@ def start(kernel: Path, initrd: Path, *options: str) -> tuple[subprocess.Popen, 
 def type_line(proc: subprocess.Popen, line: str) -> None:
     proc.stdin.write(line.encode() + b"\n")
     proc.stdin.flush()
-
-
-def wait_for_after(console: Console, start: int, needle: str, timeout: float) -> None:
-    """As Console.wait_for, for `needle` after position `start` of the console's text."""
-    deadline = time.monotonic() + timeout
-    while needle not in console.text[start:]:
-        if time.monotonic() > deadline or console.proc.poll() is not None and console._chunks.empty():
-            raise AssertionError(f"no {needle!r} within {timeout} s; console:\n{console.text[-3000:]}")
-        try:
-            console.text += console._chunks.get(timeout=0.5)
-        except queue.Empty:
-            pass
 
 
 def read_hwrng(console: Console) -> None:
@@ -82,9 +69,9 @@ def test_acpi_tables_clock_interrupts_reboot_and_poweroff(guest: tuple[Path, Pat
 
         second = len(console.text)
         type_line(proc, "reboot -f")  # Linux writes 6 to CF9h (the FADT's RESET_REG): emu resets and boots it again
-        wait_for_after(console, second, "Linux version", BOOT_TIMEOUT)
-        wait_for_after(console, second, "emu-linux: ready", BOOT_TIMEOUT)
-        wait_for_after(console, second, "/ # ", 30)
+        console.wait_for("Linux version", BOOT_TIMEOUT, after=second)
+        console.wait_for("emu-linux: ready", BOOT_TIMEOUT, after=second)
+        console.wait_for("/ # ", 30, after=second)
         assert "ACPI: RSDP" in console.text[second:]
         read_hwrng(console)  # the virtio device was reset with the machine and works again
         type_line(proc, "poweroff -f")  # SLP_TYP(\_S5) | SLP_EN in PM1_CNT
