@@ -36,7 +36,6 @@ def _start(namespace: str, kernel: Path, initrd: Path, tap: str, mac: str) -> Co
     return Console(proc)
 
 
-@pytest.mark.linux_extra
 @pytest.mark.skipif(_netns_missing() is not None, reason=str(_netns_missing()))
 def test_two_guests_ping_across_a_bridge(guest: tuple[Path, Path], bridge_namespace: str) -> None:  # noqa: F811
     kernel, initrd = guest
