@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from guestenv import RecordingIo
+
 from emu.accel import CpuState, DescriptorTable, ExitReason, HaltExit, Segment
 from emu.memory import GuestMemory
 from emu.tcg.accel import TcgAccelerator
@@ -57,27 +59,13 @@ class FakeApic:
         self.writes.append(value)
 
 
-class NoIo:
-    def port_read(self, port: int, size: int) -> int:
-        return 0xFF
-
-    def port_write(self, port: int, size: int, value: int) -> None:
-        pass
-
-    def mmio_read(self, address: int, size: int) -> int:
-        return 0
-
-    def mmio_write(self, address: int, size: int, value: int) -> None:
-        pass
-
-
 def run_program(program: bytes, extra: dict[int, bytes] | None = None) -> tuple[CpuState, FakeApic, object]:
     """Run 64-bit `program` at CODE (paging off, a flat GDT at GDT) to its `hlt`."""
     memory = GuestMemory.pc(16 << 20)
     accel = TcgAccelerator(memory, mmu="unicorn")
     for region in memory.regions():
         accel.add_memory_region(region)
-    vcpu = accel.create_vcpu(0, NoIo())
+    vcpu = accel.create_vcpu(0, RecordingIo())
     apic = FakeApic()
     vcpu.attach_apic(apic)
     memory.write(CODE, program)
@@ -128,7 +116,7 @@ def test_interrupt_window_opens_after_the_instruction_that_follows_sti() -> None
     accel = TcgAccelerator(memory, mmu="unicorn")
     for region in memory.regions():
         accel.add_memory_region(region)
-    vcpu = accel.create_vcpu(0, NoIo())
+    vcpu = accel.create_vcpu(0, RecordingIo())
     vcpu.install_block_hook()
     program = bytes.fromhex("90" * 8 + "fb" "90" "90" "fa" "f4")  # nops; sti; nop; nop; cli; hlt
     memory.write(CODE, program)
