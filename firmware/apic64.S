@@ -14,7 +14,7 @@
 apic_isr_\vec:
     pushq $0
     pushq $\vec
-    jmp apic_isr_common
+    jmp isr_common                 /* lib/isr64.S: the same trap frame, then trap_dispatch */
 .endm
 
     APIC_ISR 0x40
@@ -28,39 +28,3 @@ apic_isr_\vec:
     APIC_ISR 0x74
     APIC_ISR 0xef
 
-apic_isr_common:
-    pushq %rax
-    pushq %rcx
-    pushq %rdx
-    pushq %rbx
-    pushq %rbp
-    pushq %rsi
-    pushq %rdi
-    pushq %r8
-    pushq %r9
-    pushq %r10
-    pushq %r11
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
-    movq %rsp, %rdi                /* trap_dispatch(struct trap_frame *) */
-    cld
-    call trap_dispatch
-    popq %r15
-    popq %r14
-    popq %r13
-    popq %r12
-    popq %r11
-    popq %r10
-    popq %r9
-    popq %r8
-    popq %rdi
-    popq %rsi
-    popq %rbp
-    popq %rbx
-    popq %rdx
-    popq %rcx
-    popq %rax
-    addq $16, %rsp                 /* vector and error code */
-    iretq

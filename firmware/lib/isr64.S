@@ -37,6 +37,7 @@ isr_\vec:
     .globl isr_128
     ISR 128
 
+    .globl isr_common              /* also the tail of apic64.S's APIC vectors */
 isr_common:
     pushq %rax
     pushq %rcx
