@@ -43,7 +43,10 @@ class ShadowEntry(NamedTuple):
 class TlbFront(Protocol):
     """A cache of this table's answers in front of it (emu.tcg.fill_cache.FillCache)."""
 
-    def invalidate(self) -> None: ...  # forget every answer
+    def invalidate(self) -> None: ...  # forget every answer and protected frame
+    def forget(self, cr3: int, page: int, user: bool) -> None: ...  # forget one answer
+    def protect(self, frame: int) -> None: ...  # no writable answer for `frame` any more
+    def unprotect(self, frame: int) -> None: ...  # `frame` is no page table of any entry now
     def tlb_flushed(self) -> None: ...  # Unicorn's TLB is empty: write grants start over
     def drain_write_grants(self) -> list[int]: ...  # frames it granted write access to
 
@@ -99,13 +102,12 @@ class ShadowPageTable:
             self.flush("capacity")
         key = (cr3, page, user)
         self.entries[key] = entry
-        newly_protected = False
+        front = self.front
         for table in entry.tables:
             keys = self.dependents[table]
-            newly_protected |= not keys
+            if not keys and front is not None:
+                front.protect(table)  # it may hold writable answers for a frame that is a table now
             keys.add(key)
-        if newly_protected and self.front is not None:
-            self.front.invalidate()  # it may hold writable answers for a frame that is a table now
 
     def granted_write(self, frame: int) -> None:
         """Unicorn was given a writable mapping of `frame` (until its next full TLB flush)."""
@@ -114,19 +116,26 @@ class ShadowPageTable:
     def page_table_write(self, frame: int) -> None:
         """The guest stores to page-table frame `frame`: drop what depended on it."""
         keys = self.dependents.pop(frame, set())
+        front = self.front
+        if front is not None:
+            front.unprotect(frame)
         for key in keys:
             entry = self.entries.pop(key, None)
             if entry is None:
                 continue
+            if front is not None:
+                front.forget(*key)
             for table in entry.tables:
                 if table != frame:
                     others = self.dependents.get(table)
                     if others is not None:
                         others.discard(key)
+                        if not others:
+                            del self.dependents[table]
+                            if front is not None:
+                                front.unprotect(table)
         self.counters.pt_write_traps += 1
         self.counters.dropped_entries += len(keys)
-        if self.front is not None:
-            self.front.invalidate()
 
     def tlb_flushed(self, cause: str) -> None:
         """Unicorn's TLB is empty again: no writable mappings of table frames remain in it."""

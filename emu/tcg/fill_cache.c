@@ -10,10 +10,16 @@
  * paging-mode changes, SMAP, implicit supervisor accesses) falls through to Python, which stays
  * the single source of truth: it installs answers here and invalidates them.
  *
- * Invalidation is O(1): every slot carries the generation it was installed in; Python bumps the
- * generation whenever a shadow entry is dropped or a frame becomes a protected page table.
- * Write grants are logged per TLB-flush epoch so that Python still knows every frame Unicorn
- * may hold a writable mapping of (emu.mmu.shadow, `writable_frames`).
+ * Invalidation follows the shadow table's, entry by entry: when a page-table write trap drops
+ * translations, Python forgets exactly those slots (fc_forget); when a frame becomes a protected
+ * page table, Python marks it in a byte map of guest frames (fc_protected_map), and a writable
+ * answer for a marked frame goes to Python, which turns the store into a page-table write trap.
+ * Only a full shadow flush (a paging-mode change) forgets everything, in O(1): every slot
+ * carries the generation it was installed in. (Forgetting everything on each trap, as this
+ * file first did, left the cache nearly empty: a Linux boot has thousands of traps, and only 13%
+ * of its fills were served here.) Write grants are logged per TLB-flush epoch so that Python
+ * still knows every frame Unicorn may hold a writable mapping of (emu.mmu.shadow,
+ * `writable_frames`).
  *
  * Built at first use by emu.tcg.fill_cache (cc -O2 -shared); without a compiler emu runs the
  * same MMU all in Python.
@@ -65,6 +71,8 @@ struct fill_cache {
     uint32_t install_as;   /* set by Python during a slow fill: 1 + user key to repeat its answer */
     uint32_t generation, epoch;
     uint64_t hits, slow_calls;
+    uint64_t frames;       /* guest-physical frames the protected map covers (above: all protected) */
+    uint8_t *protected;    /* per frame: 1 if it holds a page table shadow entries depend on */
     uint32_t log_len;
     uint64_t log[LOG_MAX];
     struct slot slots[SLOTS];
@@ -118,6 +126,8 @@ bool fc_hook(void *uc, uint64_t vaddr, int type, tlb_entry *out, void *user_data
     uint32_t perms = e->perms;
     if (type == MEM_WRITE ? !(perms & PROT_WRITE) : type == MEM_FETCH && !(perms & PROT_EXEC))
         goto slow;
+    if ((perms & PROT_WRITE) && (e->paddr >> 12 >= c->frames || c->protected[e->paddr >> 12]))
+        goto slow;  /* a page table now: Python decides (a write trap, or a read-only answer) */
     if ((perms & PROT_WRITE) && e->write_epoch != c->epoch) {
         if (c->log_len == LOG_MAX)
             goto slow;
@@ -139,10 +149,17 @@ slow:
 
 struct fill_cache *fc_create(void *context, const uint8_t *state, context_save save, fill_hook slow,
                              uint32_t off_hflags, uint32_t off_cr, uint32_t off_efer, uint32_t off_segs,
-                             uint32_t seg_size, uint64_t mask_cr0, uint64_t mask_cr4, uint64_t mask_efer) {
+                             uint32_t seg_size, uint64_t mask_cr0, uint64_t mask_cr4, uint64_t mask_efer,
+                             uint64_t frames) {
     struct fill_cache *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
+    c->protected = calloc(frames ? frames : 1, 1);
+    if (!c->protected) {
+        free(c);
+        return NULL;
+    }
+    c->frames = frames;
     c->context = context;
     c->state = state;
     c->save = save;
@@ -156,7 +173,10 @@ struct fill_cache *fc_create(void *context, const uint8_t *state, context_save s
     return c;
 }
 
-void fc_destroy(struct fill_cache *c) { free(c); }
+void fc_destroy(struct fill_cache *c) {
+    free(c->protected);
+    free(c);
+}
 
 /* The paging mode and CR3 Python has just served a fill under. */
 void fc_set_space(struct fill_cache *c, uint64_t cr0, uint64_t cr4, uint64_t efer, uint64_t cr3) {
@@ -178,11 +198,22 @@ void fc_install(struct fill_cache *c, uint64_t cr3, uint64_t page, uint64_t user
     e->write_epoch = c->epoch;  /* Python recorded this write grant itself */
 }
 
-/* Drop every installed answer. */
+/* Drop every installed answer, and every protected mark (the shadow table is empty). */
 void fc_invalidate(struct fill_cache *c) {
     if (++c->generation == 0)  /* after 2^32 bumps: clear, so that no stale slot can match */
         memset(c->slots, 0, sizeof c->slots), c->generation = 1;
+    memset(c->protected, 0, c->frames);
 }
+
+/* Drop the answer for (cr3, page, user), if this cache holds it. */
+void fc_forget(struct fill_cache *c, uint64_t cr3, uint64_t page, uint64_t user) {
+    struct slot *e = slot_for(c, cr3, page, user);
+    if (e->cr3 == cr3 && e->key == (page | user))
+        e->generation = 0;
+}
+
+/* The byte map of protected frames, which Python writes directly. */
+uint8_t *fc_protected_map(struct fill_cache *c) { return c->protected; }
 
 /* Unicorn's TLB was flushed: it holds no writable mapping any more; the grant log restarts. */
 void fc_tlb_flushed(struct fill_cache *c) {

@@ -36,7 +36,9 @@ class NativeLibrary:
     def __post_init__(self) -> None:
         u32, u64, ptr = ctypes.c_uint32, ctypes.c_uint64, ctypes.c_void_p
         signatures = {
-            "fc_create": (ptr, [ptr, ptr, ptr, ptr, u32, u32, u32, u32, u32, u64, u64, u64]),
+            "fc_create": (ptr, [ptr, ptr, ptr, ptr, u32, u32, u32, u32, u32, u64, u64, u64, u64]),
+            "fc_forget": (None, [ptr, u64, u64, u64]),
+            "fc_protected_map": (ptr, [ptr]),
             "fc_destroy": (None, [ptr]),
             "fc_set_space": (None, [ptr, u64, u64, u64, u64]),
             "fc_install": (None, [ptr, u64, u64, u64, u64, u32]),
@@ -72,11 +74,30 @@ class FillCache:
 
     native: NativeLibrary
     handle: int
+    frames: int  # guest-physical frames the protected map covers (fc_create's `frames`)
     _grants: ctypes.Array = field(default_factory=lambda: (ctypes.c_uint64 * LOG_CHUNK)())
 
     def __post_init__(self) -> None:
         self._log_length = ctypes.c_uint32.from_address(self.native.lib.fc_log_length(self.handle))
         self._install_flag = ctypes.c_uint32.from_address(self.native.lib.fc_install_flag(self.handle))
+        self._protected = (ctypes.c_uint8 * max(1, self.frames)).from_address(
+            self.native.lib.fc_protected_map(self.handle))  # fmt: skip
+        self._forget = self.native.lib.fc_forget
+
+    def protect(self, frame: int) -> None:
+        """`frame` (an address) holds a page table now: no writable answer for it from C."""
+        index = frame >> 12
+        if index < self.frames:
+            self._protected[index] = 1
+
+    def unprotect(self, frame: int) -> None:
+        index = frame >> 12
+        if index < self.frames:
+            self._protected[index] = 0
+
+    def forget(self, cr3: int, page: int, user: bool) -> None:
+        """The shadow table dropped (cr3, page, user): so does the C front."""
+        self._forget(self.handle, cr3, page, user)
 
     def set_space(self, cr0: int, cr4: int, efer: int, cr3: int) -> None:
         self.native.lib.fc_set_space(self.handle, cr0, cr4, efer, cr3)
@@ -87,6 +108,7 @@ class FillCache:
         self._install_flag.value = 1 + user
 
     def invalidate(self) -> None:
+        """Forget every answer and every protected frame (the shadow table was flushed)."""
         self.native.lib.fc_invalidate(self.handle)
 
     def tlb_flushed(self) -> None:

@@ -120,13 +120,14 @@ class SoftMmu:
             if library is not None:
                 self._front_ctx = SavedContext(self.uc)
                 self._front_ctx.truncate(OFF_EFER + 8)  # what fc_hook reads
+                frames = max(r.end for r in self.memory.ranges) >> 12  # page tables live in RAM
                 handle = library.lib.fc_create(
                     self._front_ctx.address, self._front_ctx.address + HEADER,
                     ctypes.cast(uclib.uc_context_save, ctypes.c_void_p),
                     ctypes.cast(self._hook, ctypes.c_void_p), OFF_HFLAGS, OFF_CR, OFF_EFER, OFF_SEGS, SEG_SIZE,
-                    MODE_CR0, MODE_CR4, MODE_EFER)  # fmt: skip
+                    MODE_CR0, MODE_CR4, MODE_EFER, frames)  # fmt: skip
                 if handle:
-                    self.front = FillCache(library, handle)
+                    self.front = FillCache(library, handle, frames)
                     self._raw, self._save_state = self._front_ctx.raw, False  # fc_hook saved it just now
                     self.shadow.front = self.front
                     hook, user_data = ctypes.cast(library.hook, _FILL_HOOK), ctypes.c_void_p(handle)
