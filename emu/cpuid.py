@@ -27,6 +27,19 @@ _E1_EDX = (1 << 11) | (1 << 20) | (1 << 29)
 _E1_ECX = 1 << 0
 
 
+# IA32_ARCH_CAPABILITIES (SDM vol. 4, table 2-2): the hardware's declaration of which
+# speculative-execution flaws it does not have. Unicorn executes nothing speculatively, so on
+# tcg every "_NO" bit is true. The one that matters: RDCL_NO (no Meltdown) tells Linux not to
+# isolate kernel page tables (PTI), which would reload CR3, and so flush emu's TLB, on every
+# entry and exit of the kernel. QEMU's default TCG CPU (qemu64, vendor AMD) gets the same
+# from Linux by its vendor.
+RDCL_NO, SSB_NO, MDS_NO, PSCHANGE_MC_NO, TAA_NO = 1 << 0, 1 << 4, 1 << 5, 1 << 6, 1 << 8
+SBDR_SSDP_NO, FBSDP_NO, PSDP_NO, PBRSB_NO, GDS_NO, RFDS_NO = 1 << 13, 1 << 14, 1 << 15, 1 << 24, 1 << 26, 1 << 27
+ARCH_CAPABILITIES = (RDCL_NO | SSB_NO | MDS_NO | PSCHANGE_MC_NO | TAA_NO | SBDR_SSDP_NO | FBSDP_NO | PSDP_NO
+                     | PBRSB_NO | GDS_NO | RFDS_NO)  # fmt: skip
+MSR_IA32_ARCH_CAPABILITIES = 0x10A
+
+
 def _regs(data: bytes) -> tuple[int, int, int, int]:
     return struct.unpack("<4I", data)
 
@@ -48,7 +61,9 @@ def emu64() -> CpuModel:
         (0, -1): (0xD, ebx, ecx, edx),
         # stepping 3, model 0x3c, family 6; EBX: initial APIC ID 0 (bits 31:24), CLFLUSH line 8 qwords
         (1, -1): (0x000306C3, 0x00000800, _L1_ECX, _L1_EDX),
-        (7, 0): (0, 0, 0, 0),
+        # EDX bit 29: the IA32_ARCH_CAPABILITIES MSR (0x10A) exists. On tcg emu serves it
+        # (ARCH_CAPABILITIES below); on kvm KVM does, with the host's answers.
+        (7, 0): (0, 0, 0, 1 << 29),
         (0x80000000, -1): (0x80000008, 0, 0, 0),
         (0x80000001, -1): (0, 0, _E1_ECX, _E1_EDX),
         (0x80000008, -1): (0x00003028, 0, 0, 0),  # 40-bit physical, 48-bit linear addresses

@@ -2,7 +2,8 @@
 
 A hypervisor must see some instructions that have no VM exit in Unicorn: the local APIC lives in
 emu, so `rdmsr` of IA32_APIC_BASE (0x1B) must read emu's APIC and `wrmsr` must reach it, and CR8
-is the APIC's task priority (SDM vol. 3A §11.8.6). Unicorn 2.1.4 accepts UC_HOOK_INSN only for
+is the APIC's task priority (SDM vol. 3A §11.8.6). IA32_ARCH_CAPABILITIES (0x10A), which QEMU's
+TCG reads as 0, is emu's declaration of the flaws its CPU has not (emu.cpuid). Unicorn 2.1.4 accepts UC_HOOK_INSN only for
 IN, OUT, SYSCALL, SYSENTER, CPUID, RDTSC and RDTSCP (`x86_insn_hook_validate`; RDMSR/WRMSR hooks
 came upstream in 2026, unicorn-engine/unicorn#2297 and PR #2298), its RDMSR of 0x1B returns 0 and
 its CR8 reads return 0.
@@ -22,7 +23,7 @@ So emu puts the tcg vCPU in SVM guest mode for good: it patches HF_GUEST_MASK, t
 words and `vm_vmcb` into the CPU state (the saved-context layout of emu.tcg.context, for the
 unicorn 2.1.4 wheel only; tests/tcg/test_intercepts.py checks it), and maps one page of its
 own beyond the guest's 40-bit physical address space that holds both the VMCB field QEMU reads
-(msrpm_base_pa, at 72) and the MSR permission map (bits for MSR 0x1B in byte 6). The guest
+(msrpm_base_pa, at 72) and the MSR permission map (bits for MSR 0x1B in byte 6, 0x10A in 66). The guest
 cannot reach that page, and nothing else of SVM is on: the guest's own CPUID says no SVM.
 """
 
@@ -53,7 +54,7 @@ VMEXIT_MSR = EXCP_VMEXIT + SVM_EXIT_MSR
 VMCB_MSRPM_BASE_PA = 72  # offset of msrpm_base_pa in the VMCB control area (APM vol. 2 table B-1)
 CONTROL_PAGE = 1 << 40  # just beyond the 40-bit physical addresses of emu's CPU model (emu.cpuid)
 
-INTERCEPTED_MSRS = (0x1B,)  # IA32_APIC_BASE
+INTERCEPTED_MSRS = (0x1B, 0x10A)  # IA32_APIC_BASE, IA32_ARCH_CAPABILITIES (emu.cpuid)
 
 
 def msr_permission_bits(msr: int) -> tuple[int, int]:

@@ -24,6 +24,7 @@ import ctypes
 import struct
 import threading
 import time
+import weakref
 from pathlib import Path
 
 from unicorn import (UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED,
@@ -41,7 +42,7 @@ from ..accel import (CR0_PG, EFER_LMA, GPR_NAMES, LocalApicRegisters, MSR_CSTAR,
                      STATE_MSRS, CpuState, ExitReason, ExitStats, HaltExit, InternalErrorExit,
                      DebugExit, InterruptWindowExit, IoHandler, KickExit, MemoryRegion, ShutdownExit, VCpu,
                      VcpuExit)  # fmt: skip
-from ..cpuid import CpuModel
+from ..cpuid import ARCH_CAPABILITIES, MSR_IA32_ARCH_CAPABILITIES, CpuModel
 from ..memory import GuestMemory, GuestMemoryError
 from ..mmu.linear import LinearMemory
 from ..mmu.walk import PageFault, PagingMode
@@ -76,16 +77,30 @@ class _BlockCounter(ctypes.Structure):
                 ("used", ctypes.c_uint32), ("decode", _DECODE_BLOCK), ("slots", ctypes.c_void_p)]  # fmt: skip
 
 
+class _LastBlock(ctypes.Structure):
+    """The head of struct last_block (last_block.c), which lives in C memory: the timer
+    thread may still touch it after the vCPU is gone, and frees it itself (lb_free)."""
+
+    _fields_ = [("address", ctypes.c_uint64), ("size", ctypes.c_uint32), ("stop", ctypes.c_uint32),
+                ("emu_stop", ctypes.c_void_p), ("reg_read", ctypes.c_void_p), ("first", ctypes.c_uint32),
+                ("timer_stops", ctypes.c_uint32)]  # fmt: skip
+
+
+STOP_NONE, STOP_NEXT_BLOCK, STOP_DONE, STOP_WHEN_IF, STOP_AFTER_FIRST_BLOCK = range(5)  # last_block.c's `stop`
+
+
 class _MsrValue(ctypes.Structure):
     _fields_ = [("rid", ctypes.c_uint32), ("value", ctypes.c_uint64)]
 
 
 class TcgVCpu(VCpu):
-    """Preemption is by instruction-count slices (`emu_start(count=N)`), not by `emu_stop` from
-    another thread: Unicorn 2.1 can resume an asynchronously stopped run at a stale EIP and
-    repeat stores (upstream issue #1355; tests/tcg/test_preemption.py). Once a deadline has been
-    set, every run carries a budget sized from the measured instruction rate, and Unicorn stops
-    exactly at an instruction boundary when it is spent."""
+    """Preemption is not by `emu_stop` from another thread: Unicorn 2.1 can resume an
+    asynchronously stopped run at a stale EIP and repeat stores (upstream issue #1355;
+    tests/tcg/test_preemption.py). A timer thread in C (last_block.c) raises a flag at the
+    deadline, and the C block hook stops the run at the next block boundary, where RIP is exact.
+    Without a C compiler, runs carry instruction budgets instead (`emu_start(count=N)`), sized
+    from the measured instruction rate: exact too, but Unicorn then calls a hook after every
+    instruction, which more than halves the guest's speed."""
 
     preempts_itself = True
 
@@ -119,7 +134,9 @@ class TcgVCpu(VCpu):
         self._cpu_store = False  # emu is storing on the CPU's behalf (interrupt delivery)
         self._deadline_ns: int | None = None
         self._counting = False  # translated code carries Unicorn's instruction-count hook
-        self._last_block: ctypes.Array | None = None  # (address, size) of the block run last (last_block.c)
+        self._last_block: _LastBlock | None = None  # run control at block boundaries (last_block.c)
+        self._lb_arm = None  # last_block.c's lb_arm(struct, deadline_ns): the preemption timer
+        self._lb_pointer = 0
         self._in_mmio = False  # inside an MMIO callback (see kick)
         self._vcpu_thread = threading.get_ident()
         self._rate = 50.0  # guest instructions per microsecond, measured from exhausted slices
@@ -147,6 +164,7 @@ class TcgVCpu(VCpu):
         self._counter: _BlockCounter | None = None
         if count_instructions:
             self._install_instruction_counter()
+        self.install_block_hook()
 
     # register access through the raw C API (the binding's wrappers cost ~2-50 us) ------------
     def _reg(self, reg: int) -> int:
@@ -255,8 +273,9 @@ class TcgVCpu(VCpu):
         self._ctx_fresh = False
 
     def _on_intercept(self, intno: int) -> None:
-        """An intercepted RDMSR/WRMSR of IA32_APIC_BASE or MOV to/from CR8 (emu.tcg.intercepts):
-        RIP is at the instruction; serve it from the local APIC and continue after it."""
+        """An intercepted RDMSR/WRMSR of IA32_APIC_BASE or IA32_ARCH_CAPABILITIES, or MOV to/from
+        CR8 (emu.tcg.intercepts): RIP is at the instruction; serve it (from the local APIC, or
+        emu.cpuid's declaration) and continue after it."""
         t = _ns()
         self._in_mmio = True  # a kick from the APIC (a lower TPR) must stop at a block boundary
         try:
@@ -271,14 +290,20 @@ class TcgVCpu(VCpu):
                 raise RuntimeError(f"SVM intercept {intno:#x} at RIP={rip:#x}, which holds "
                                    f"`{mnemonic} {operands}`: Unicorn moved RIP (emu.tcg.intercepts)")  # fmt: skip
             if intno == intercepts.VMEXIT_MSR:
-                if self.ctx.i32(OFF_ERROR_CODE) == 0:  # rdmsr
-                    value = apic.read_base_msr()
+                reason = ExitReason.MSR
+                msr = self._reg(UC_X86_REG_ECX) & 0xFFFFFFFF
+                write = self.ctx.i32(OFF_ERROR_CODE) != 0
+                if msr == MSR_IA32_ARCH_CAPABILITIES and write:  # read-only: #GP(0) at the wrmsr
+                    self._pending = Event(13, EventKind.EXCEPTION, 0)
+                    self.uc.emu_stop()
+                    return
+                if not write:
+                    value = apic.read_base_msr() if msr != MSR_IA32_ARCH_CAPABILITIES else ARCH_CAPABILITIES
                     self._set_reg(UC_X86_REG_RAX, value & 0xFFFFFFFF)
                     self._set_reg(UC_X86_REG_RDX, value >> 32)
                 else:
                     low, high = self._reg(UC_X86_REG_RAX), self._reg(UC_X86_REG_RDX)
                     apic.write_base_msr((high & 0xFFFFFFFF) << 32 | low & 0xFFFFFFFF)
-                reason = ExitReason.MSR
             elif intno in (intercepts.VMEXIT_READ_CR8, intercepts.VMEXIT_WRITE_CR8):
                 gpr = operands.split(",")[0 if intno == intercepts.VMEXIT_READ_CR8 else 1].strip()
                 register = getattr(x86_const, f"UC_X86_REG_{gpr.upper()}")
@@ -361,7 +386,12 @@ class TcgVCpu(VCpu):
     # the run loop ----------------------------------------------------------------------------
     def run(self) -> VcpuExit:
         self._vcpu_thread = threading.get_ident()
+        lb = self._last_block
         while True:
+            if lb is not None and lb.stop in (STOP_NEXT_BLOCK, STOP_DONE):
+                # Left from the last run (a timer that fired after it ended, a stop already
+                # reported): cleared before the checks below, so a kick from now on is kept.
+                lb.stop = STOP_NONE
             if self._stepping and self._stepped and not self._rom_step:  # step(): before a kick
                 self._stepped = False
                 self.stats.count(ExitReason.DEBUG)
@@ -379,9 +409,11 @@ class TcgVCpu(VCpu):
                 self.stats.count(ExitReason.IRQ_WINDOW)
                 return InterruptWindowExit()
             if self._pf_retry is not None:  # Unicorn's walker for the faulting instruction only
-                if not self._counting:
+                # One block (STOP_AFTER_FIRST_BLOCK), or one instruction where the block hook is
+                # missing or single steps count instructions (a block could run past the step)
+                budget = 0 if lb is not None and not (self._stepping or self._rom_step) else 1
+                if budget and not self._counting:
                     self._start_counting()
-                budget = 1
             elif self._rom_step or self._stepping:
                 budget = self._single_step_budget()
             else:
@@ -400,18 +432,24 @@ class TcgVCpu(VCpu):
                 self.softmmu.fault = None  # a fill refused in a probe (no stop) must not linger
             if self.softmmu is not None and not self._reg(UC_X86_REG_CR0) & CR0_PG:
                 self.softmmu.untracked_code = True  # code translated now is fetched without emu's fills
-            if self._last_block is not None:
-                struct.pack_into("<Q", self._last_block, 0, NO_BLOCK)
-                struct.pack_into("<I", self._last_block, 32, 1)  # the next block is this run's first
-                stop = was = struct.unpack_from("<I", self._last_block, 12)[0]
-                if stop == 2:
-                    stop = 0  # a stop already reported as a kick
-                if self._window and stop == 0:
-                    stop = 3  # stop where IF becomes 1 (last_block.c)
-                elif not self._window and stop == 3:
-                    stop = 0
+            if lb is not None:
+                lb.address = NO_BLOCK
+                lb.first = 1  # the next block is this run's first
+                stop = was = lb.stop
+                if self._pf_retry is not None and budget == 0:
+                    stop = STOP_AFTER_FIRST_BLOCK
+                elif stop == STOP_AFTER_FIRST_BLOCK:
+                    stop = STOP_NONE
+                if self._window and stop == STOP_NONE:
+                    stop = STOP_WHEN_IF  # stop where IF becomes 1 (last_block.c)
+                elif not self._window and stop == STOP_WHEN_IF:
+                    stop = STOP_NONE
                 if stop != was:
-                    struct.pack_into("<I", self._last_block, 12, stop)
+                    lb.stop = stop
+                # Armed after `stop` is written: a timer that fired in between (and whose stop
+                # the write above replaced) fires again at once for a deadline already passed.
+                counted = self._stepping or self._rom_step  # stops by budget, never early
+                self._lb_arm(self._lb_pointer, 0 if counted else self._deadline_ns or 0)
             rflags = self._reg(UC_X86_REG_RFLAGS)
             if rflags & RFLAGS_RF:
                 # RF (set by an IRET from a fault handler) lasts for one instruction: the CPU
@@ -459,9 +497,9 @@ class TcgVCpu(VCpu):
                 continue
             if self._kick.is_set():
                 continue  # returns KickExit at the top of the loop
-            if self._last_block is not None and struct.unpack_from("<I", self._last_block, 12)[0] == 2:
-                struct.pack_into("<I", self._last_block, 12, 0)
-                continue  # stopped at a block boundary by a kick that an earlier return already reported
+            if lb is not None and lb.stop == STOP_DONE:
+                lb.stop = STOP_NONE
+                continue  # stopped at a block boundary: the deadline passed, an interrupt window opened, ...
             if budget and not self._stopped_after_hlt():
                 self._measure_rate(budget, _ns() - start)
                 continue  # the slice was spent; the top of the loop checks the deadline
@@ -526,15 +564,20 @@ class TcgVCpu(VCpu):
         if self._deadline_ns is None or deadline_ns < self._deadline_ns:
             self._deadline_ns = deadline_ns
             if self._running and self._last_block is not None:
-                struct.pack_into("<I", self._last_block, 12, 1)  # stop at the next block; not a kick
+                self._lb_arm(self._lb_pointer, deadline_ns)  # the timer thread stops the run by then
 
     def _slice_budget(self) -> int:
-        """Instructions for the next emu_start: 0 = unlimited, -1 = the deadline has passed."""
+        """Instructions for the next emu_start: 0 = unlimited, -1 = the deadline has passed.
+        With the C block hook, always unlimited: the preemption timer ends the run."""
+        if self._last_block is not None and self._counting:
+            self._stop_counting()  # single steps are over: translate without the per-instruction hook again
         if self._deadline_ns is None:
             return MAX_SLICE if self._counting else 0
         remaining_us = (self._deadline_ns - time.monotonic_ns()) / 1000
         if remaining_us <= 0:
             return -1
+        if self._last_block is not None:
+            return 0
         if not self._counting:  # code translated without the count hook would ignore a budget
             self._start_counting()
         return int(min(max(remaining_us * self._rate, MIN_SLICE), MAX_SLICE))
@@ -543,12 +586,17 @@ class TcgVCpu(VCpu):
         """As at power-on, runs carry no instruction budget again until the machine has a
         deadline: Unicorn's count hook costs a call per instruction, and a kernel's decompressor,
         which arms no timer, ran three times slower after a reboot with it."""
-        if self._counting:
-            self._counting = False  # emu_start with no count drops Unicorn's count hook
-            self.uc.ctl_flush_tb()
+        self._stop_counting()
         self._window = False
         self._deadline_ns = None
+        if self._last_block is not None:
+            self._lb_arm(self._lb_pointer, 0)
         self.set_state(state)
+
+    def _stop_counting(self) -> None:
+        if self._counting:
+            self._counting = False  # emu_start with no count drops Unicorn's count hook
+            self.uc.ctl_flush_tb()  # and code translated with it calls it no more
 
     def _start_counting(self) -> None:
         """From now on runs carry instruction budgets; the blocks they run are recorded in C so
@@ -558,26 +606,36 @@ class TcgVCpu(VCpu):
         self.install_block_hook()
 
     def install_block_hook(self) -> None:
-        """The C block hook (last_block.c): it records the last block run, and stops a run at a
-        block boundary when an MMIO device raised an interrupt (see kick). Idempotent."""
+        """The C block hook and preemption timer (last_block.c): the hook stops a run at a block
+        boundary when the timer says the deadline passed, when a device raised an interrupt
+        (see kick) or an interrupt window opened, and records the last block run. Installed by
+        the constructor; without a C compiler runs are preempted by instruction budgets and
+        _stopped_after_hlt falls back to the byte before RIP. Idempotent."""
         if self._last_block is not None:
             return
         library, _why = native.load(LAST_BLOCK_SOURCE)
         if library is None:
-            return  # no compiler: _stopped_after_hlt falls back to the byte before RIP
-        self._last_block = ctypes.create_string_buffer(40)
-        struct.pack_into("<QQ", self._last_block, 0, NO_BLOCK, 0)
-        struct.pack_into("<QQ", self._last_block, 16, ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value,
-                         ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value)  # fmt: skip
+            return
+        library.lb_new.restype = ctypes.c_void_p
+        library.lb_new.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        library.lb_arm.restype = ctypes.c_int
+        library.lb_arm.argtypes = [ctypes.c_void_p, ctypes.c_int64]
+        library.lb_free.argtypes = [ctypes.c_void_p]
+        pointer = library.lb_new(ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value,
+                                 ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value)  # fmt: skip
+        if not pointer:
+            return
         self._last_block_hook = ctypes.cast(library.lb_hook, _BLOCK_HOOK)  # kept alive with the vCPU
         handle = ctypes.c_size_t()
         status = uclib.uc_hook_add(self._handle, ctypes.byref(handle), UC_HOOK_BLOCK, self._last_block_hook,
-                                   ctypes.cast(self._last_block, ctypes.c_void_p), ctypes.c_uint64(1),
-                                   ctypes.c_uint64(0))  # fmt: skip
+                                   ctypes.c_void_p(pointer), ctypes.c_uint64(1), ctypes.c_uint64(0))  # fmt: skip
         if status != 0:
-            self._last_block = None
-        else:
-            self.uc.ctl_flush_tb()  # blocks translated before had no hook call
+            library.lb_free(pointer)
+            return
+        self._last_block = _LastBlock.from_address(pointer)
+        self._lb_pointer, self._lb_arm = pointer, library.lb_arm
+        weakref.finalize(self, library.lb_free, pointer)  # the timer thread frees it as it ends
+        self.uc.ctl_flush_tb()  # blocks translated before had no hook call
 
     def _measure_rate(self, budget: int, elapsed_ns: int) -> None:
         if elapsed_ns > 0:
@@ -593,7 +651,7 @@ class TcgVCpu(VCpu):
         ctx.save()
         rip_linear = ctx.raw_segment(1)[1] + ctx.rip
         if self._last_block is not None:
-            start, size = struct.unpack_from("<QI", self._last_block)
+            start, size = self._last_block.address, self._last_block.size
             if start == NO_BLOCK or not start < rip_linear <= start + size:
                 # No block ran, or the budget ran out before the first instruction of the block
                 # just entered (RIP == its start): `hlt` ends the block it is in, so not one.
@@ -809,7 +867,7 @@ class TcgVCpu(VCpu):
         """Stop the run at the next block boundary: uc_emu_stop inside an MMIO callback would
         resume the instruction from a stale RIP and repeat its stores (Unicorn #1355)."""
         if self._last_block is not None:
-            struct.pack_into("<I", self._last_block, 12, 1)
+            self._last_block.stop = STOP_NEXT_BLOCK
         else:
             self.uc.emu_stop()  # no C hook (no compiler): the old way
 
