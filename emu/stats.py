@@ -147,7 +147,7 @@ def report_table(machine: Machine) -> str:
     mmu = data["mmu"]
     if "walks" in mmu:
         flushes = ", ".join(f"{cause} {n}" for cause, n in mmu["flushes"].items())
-        lines.append(f"mmu (shadow, fills in {mmu['fill_path']}): {mmu['walks']} walks, "
+        lines.append(f"mmu (shadow, fills in {mmu['fill_path']}): {mmu['walks']} walks ({mmu.get('native_walks', 0)} in C), "
                      f"{mmu['shadow_hits']} shadow hits ({mmu['native_hits']} served in C), "
                      f"{mmu['uncached_fills']} uncached fills, {mmu['pt_write_traps']} page-table write traps "
                      f"({mmu['dropped_entries']} entries dropped), {mmu['ad_writes']} A/D writes, "

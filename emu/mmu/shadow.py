@@ -58,6 +58,7 @@ class MmuCounters:
     walks: int = 0  # page-table walks by emu's walker
     shadow_hits: int = 0  # TLB fills served from the shadow table, without a walk
     native_hits: int = 0  # of those, served by the C front without entering Python
+    native_walks: int = 0  # walks (counted in `walks`) made by the C front (4-level paging)
     uncached_fills: int = 0  # fills walked but not cacheable (a table frame may be writable in the TLB)
     pt_write_traps: int = 0  # guest stores to a write-protected page-table frame
     dropped_entries: int = 0  # shadow entries dropped by those traps

@@ -21,6 +21,13 @@
  * still knows every frame Unicorn may hold a writable mapping of (emu.mmu.shadow,
  * `writable_frames`).
  *
+ * Misses of 4-level paging (long mode: Linux) are walked here too (walk4, SDM vol. 3A §4.5),
+ * when the walk succeeds, it is plain and its result is cacheable: the answer is installed,
+ * its table frames are marked protected at once, and the new shadow entry is logged for Python,
+ * which adds it to its table (with its reverse map) before it next looks at the table. A walk
+ * that faults, meets a reserved bit, a table outside RAM or anything else unusual is left to
+ * Python, which walks again and decides (emu.mmu.walk stays the reference; tests compare them).
+ *
  * Built at first use by emu.tcg.fill_cache (cc -O2 -shared); without a compiler emu runs the
  * same MMU all in Python.
  */
@@ -31,6 +38,8 @@
 
 #define SLOTS (1u << 16)
 #define LOG_MAX 4096u
+#define WALK_LOG_MAX 4096u
+#define RAM_RANGES 4
 
 #define PROT_READ 1u
 #define PROT_WRITE 2u
@@ -40,6 +49,18 @@
 #define CR0_PG (1ull << 31)
 #define EFER_LMA (1ull << 10)
 #define CR4_SMAP (1ull << 21)
+#define CR4_SMEP (1ull << 20)
+#define CR0_WP (1ull << 16)
+#define EFER_NXE (1ull << 11)
+#define PTE_P 1ull
+#define PTE_RW 2ull
+#define PTE_US 4ull
+#define PTE_A 0x20ull
+#define PTE_D 0x40ull
+#define PTE_PS 0x80ull
+#define PTE_XD (1ull << 63)
+#define PHYS_MASK (((1ull << 40) - 1) & ~0xFFFull)   /* MAXPHYADDR 40 (emu.cpuid) */
+#define RSVD_HIGH (((1ull << 52) - 1) & ~((1ull << 40) - 1))
 
 typedef struct { uint64_t paddr; int perms; } tlb_entry;  /* unicorn.h: uc_tlb_entry */
 typedef bool (*fill_hook)(void *uc, uint64_t vaddr, int type, tlb_entry *out, void *user_data);
@@ -54,6 +75,15 @@ struct slot {
     uint32_t write_epoch;  /* the flush epoch in which a write grant was last logged */
     uint32_t pad;
 };
+
+/* A shadow entry walked here, for Python's table (emu.tcg.softmmu absorbs them). */
+struct walked {
+    uint64_t cr3, page, user, frame;
+    uint64_t flags;         /* 1: writable (may be granted write), 2: executable, 4: fetched (a code frame) */
+    uint64_t ntables, tables[4];
+};
+
+struct ram_range { uint64_t start, end; uint8_t *host; };
 
 struct layout {  /* offsets into the saved context (emu.tcg.context) */
     uint32_t hflags, cr, efer, segs, seg_size;
@@ -73,6 +103,12 @@ struct fill_cache {
     uint64_t hits, slow_calls;
     uint64_t frames;       /* guest-physical frames the protected map covers (above: all protected) */
     uint8_t *protected;    /* per frame: 1 if it holds a page table shadow entries depend on */
+    uint32_t *granted;     /* per frame: the epoch in which Unicorn last got a writable mapping */
+    struct ram_range ram[RAM_RANGES];
+    uint32_t walking;      /* 1: walk 4-level misses here (fc_set_ram was called) */
+    uint64_t walks, uncached, ad_writes;
+    uint32_t walk_log_len;
+    struct walked walk_log[WALK_LOG_MAX];
     uint32_t log_len;
     uint64_t log[LOG_MAX];
     struct slot slots[SLOTS];
@@ -101,6 +137,135 @@ static bool in_system_table(const struct fill_cache *c, uint64_t page) {
 
 void fc_install(struct fill_cache *c, uint64_t cr3, uint64_t page, uint64_t user, uint64_t paddr, uint32_t perms);
 
+static inline uint64_t *ram_at(struct fill_cache *c, uint64_t address) {
+    for (int i = 0; i < RAM_RANGES; i++)
+        if (c->ram[i].start <= address && address + 8 <= c->ram[i].end)
+            return (uint64_t *)(c->ram[i].host + (address - c->ram[i].start));
+    return NULL;
+}
+
+static inline bool frame_protected(const struct fill_cache *c, uint64_t frame) {
+    return frame >> 12 >= c->frames || c->protected[frame >> 12];
+}
+
+static inline bool frame_granted(const struct fill_cache *c, uint64_t frame) {
+    return frame >> 12 >= c->frames || c->granted[frame >> 12] == c->epoch;
+}
+
+static inline void grant_write(struct fill_cache *c, uint64_t frame) {
+    if (frame >> 12 < c->frames)
+        c->granted[frame >> 12] = c->epoch;
+}
+
+/* The walk of emu.mmu.walk.walk_page_tables for 4-level paging, success cases only: returns
+ * false (Python walks) for a fault, a reserved bit, or a table outside RAM. */
+static bool walk4(struct fill_cache *c, uint64_t cr0, uint64_t cr3, uint64_t cr4, uint64_t efer,
+                  uint64_t linear, int type, bool user, struct walked *w, bool *dirty) {
+    static const int shifts[4] = {39, 30, 21, 12};
+    bool nxe = (efer & EFER_NXE) != 0;
+    bool write = type == MEM_WRITE, fetch = type == MEM_FETCH;
+    uint64_t table = cr3 & PHYS_MASK, entry = 0, frame = 0;
+    uint64_t *used[4];
+    uint64_t values[4];
+    bool writable = true, user_page = true, executable = true;
+    int n = 0;
+    for (int depth = 0; depth < 4; depth++) {
+        int shift = shifts[depth];
+        uint64_t *p = ram_at(c, table + ((linear >> shift) & 0x1FF) * 8);
+        if (p == NULL)
+            return false;
+        w->tables[depth] = table;
+        entry = __atomic_load_n(p, __ATOMIC_RELAXED);
+        if (!(entry & PTE_P))
+            return false;
+        bool last = depth == 3, large = !last && (entry & PTE_PS);
+        uint64_t reserved = RSVD_HIGH | (nxe ? 0 : PTE_XD);
+        if (large && depth == 0)
+            reserved |= PTE_PS;
+        else if (large)
+            reserved |= ((1ull << shift) - 1) & ~0x1FFFull;
+        if (entry & reserved)
+            return false;
+        used[n] = p;
+        values[n++] = entry;
+        writable &= (entry & PTE_RW) != 0;
+        user_page &= (entry & PTE_US) != 0;
+        if (nxe && (entry & PTE_XD))
+            executable = false;
+        if (last || large) {
+            uint64_t page_size = 1ull << shift;
+            frame = (entry & PHYS_MASK & ~(page_size - 1)) | (linear & (page_size - 1) & ~0xFFFull);
+            break;
+        }
+        table = entry & PHYS_MASK;
+    }
+    if ((user && !user_page) || (write && !writable && (user || (cr0 & CR0_WP))) || (fetch && !executable)
+        || (!user && user_page && fetch && (cr4 & CR4_SMEP)))
+        return false;  /* a #PF: Python raises it */
+    for (int i = 0; i < n; i++) {
+        uint64_t set = PTE_A | (write && i == n - 1 ? PTE_D : 0);
+        if ((values[i] & set) != set) {
+            __atomic_fetch_or(used[i], set, __ATOMIC_RELAXED);
+            c->ad_writes++;
+        }
+    }
+    *dirty = (entry & PTE_D) || write;
+    w->ntables = (uint64_t)n;
+    w->frame = frame;
+    w->flags = ((writable || (!user && !(cr0 & CR0_WP))) ? 1 : 0) | (executable ? 2 : 0);
+    return true;
+}
+
+/* A miss that the C front may walk itself: the answer as Python's _translate would give it. */
+static bool walk_and_answer(struct fill_cache *c, uint64_t cr0, uint64_t cr3, uint64_t cr4, uint64_t efer,
+                            uint64_t vaddr, int type, uint64_t user, tlb_entry *out) {
+    struct walked w;
+    bool dirty;
+    if (!walk4(c, cr0, cr3, cr4, efer, vaddr, type, user != 0, &w, &dirty))
+        return false;
+    bool cacheable = true;
+    for (uint64_t i = 0; i < w.ntables; i++)
+        cacheable &= !frame_granted(c, w.tables[i]);
+    if (c->walk_log_len == WALK_LOG_MAX)
+        cacheable = false;
+    if (!cacheable && type == MEM_FETCH)
+        return false;  /* Python records code frames of uncached fetches */
+    uint32_t perms = PROT_READ;
+    bool writable = (w.flags & 1) && dirty;
+    if ((w.flags & 2) && type == MEM_FETCH)
+        perms |= PROT_EXEC;
+    if (writable) {
+        if (frame_protected(c, w.frame)) {
+            if (type == MEM_WRITE)
+                return false;  /* a page-table write trap: Python's */
+        } else {
+            if (c->log_len == LOG_MAX)
+                return false;
+            perms |= PROT_WRITE;
+            c->log[c->log_len++] = w.frame;  /* Python's writable_frames learns it */
+            grant_write(c, w.frame);
+        }
+    }
+    c->walks++;
+    if (cacheable) {
+        w.cr3 = cr3;
+        w.page = vaddr;
+        w.user = user;
+        w.flags = (writable ? 1 : 0) | (w.flags & 2) | (perms & PROT_EXEC ? 4 : 0);
+        for (uint64_t i = 0; i < w.ntables; i++)
+            c->protected[w.tables[i] >> 12] = 1;
+        c->walk_log[c->walk_log_len++] = w;
+        fc_install(c, cr3, vaddr, user, w.frame, perms);
+        if (perms & PROT_WRITE)
+            slot_for(c, cr3, vaddr, user)->write_epoch = c->epoch;
+    } else {
+        c->uncached++;
+    }
+    out->paddr = w.frame;
+    out->perms = (int)perms;
+    return true;
+}
+
 bool fc_hook(void *uc, uint64_t vaddr, int type, tlb_entry *out, void *user_data) {
     struct fill_cache *c = user_data;
     c->save(uc, c->context);
@@ -122,22 +287,26 @@ bool fc_hook(void *uc, uint64_t vaddr, int type, tlb_entry *out, void *user_data
         goto slow;
     struct slot *e = slot_for(c, cr3, vaddr, user);
     if (e->generation != c->generation || e->cr3 != cr3 || e->key != (vaddr | user))
-        goto slow;
+        goto walk;
     uint32_t perms = e->perms;
     if (type == MEM_WRITE ? !(perms & PROT_WRITE) : type == MEM_FETCH && !(perms & PROT_EXEC))
-        goto slow;
-    if ((perms & PROT_WRITE) && (e->paddr >> 12 >= c->frames || c->protected[e->paddr >> 12]))
+        goto walk;
+    if ((perms & PROT_WRITE) && frame_protected(c, e->paddr))
         goto slow;  /* a page table now: Python decides (a write trap, or a read-only answer) */
     if ((perms & PROT_WRITE) && e->write_epoch != c->epoch) {
         if (c->log_len == LOG_MAX)
             goto slow;
         c->log[c->log_len++] = e->paddr;
         e->write_epoch = c->epoch;
+        grant_write(c, e->paddr);
     }
     c->hits++;
     out->paddr = e->paddr;
     out->perms = (int)perms;
     return true;
+walk:
+    if (c->walking && (efer & EFER_LMA) && walk_and_answer(c, cr0, cr3, cr4, efer, vaddr, type, user, out))
+        return true;
 slow:
     c->slow_calls++;
     c->install_as = 0;
@@ -159,6 +328,12 @@ struct fill_cache *fc_create(void *context, const uint8_t *state, context_save s
         free(c);
         return NULL;
     }
+    c->granted = calloc(frames ? frames : 1, sizeof *c->granted);
+    if (!c->granted) {
+        free(c->protected);
+        free(c);
+        return NULL;
+    }
     c->frames = frames;
     c->context = context;
     c->state = state;
@@ -175,8 +350,24 @@ struct fill_cache *fc_create(void *context, const uint8_t *state, context_save s
 
 void fc_destroy(struct fill_cache *c) {
     free(c->protected);
+    free(c->granted);
     free(c);
 }
+
+/* Guest RAM range `index` (guest-physical [start, end) at host address `host`); walking starts. */
+void fc_set_ram(struct fill_cache *c, uint32_t index, uint64_t start, uint64_t end, uint8_t *host) {
+    if (index < RAM_RANGES) {
+        c->ram[index] = (struct ram_range){start, end, host};
+        c->walking = 1;
+    }
+}
+
+/* Python's own write grants (the C front must not cache walks through those frames either). */
+void fc_granted(struct fill_cache *c, uint64_t frame) { grant_write(c, frame); }
+
+struct walked *fc_walk_log(struct fill_cache *c) { return c->walk_log; }
+uint32_t *fc_walk_log_length(struct fill_cache *c) { return &c->walk_log_len; }
+uint64_t *fc_walk_counters(struct fill_cache *c) { return &c->walks; }  /* walks, uncached, ad_writes */
 
 /* The paging mode and CR3 Python has just served a fill under. */
 void fc_set_space(struct fill_cache *c, uint64_t cr0, uint64_t cr4, uint64_t efer, uint64_t cr3) {
@@ -203,6 +394,7 @@ void fc_invalidate(struct fill_cache *c) {
     if (++c->generation == 0)  /* after 2^32 bumps: clear, so that no stale slot can match */
         memset(c->slots, 0, sizeof c->slots), c->generation = 1;
     memset(c->protected, 0, c->frames);
+    c->walk_log_len = 0;  /* Python's table is empty too */
 }
 
 /* Drop the answer for (cr3, page, user), if this cache holds it. */
@@ -239,3 +431,14 @@ const uint32_t *fc_log_length(const struct fill_cache *c) { return &c->log_len; 
 
 uint64_t fc_hits(const struct fill_cache *c) { return c->hits; }
 uint64_t fc_slow_calls(const struct fill_cache *c) { return c->slow_calls; }
+
+/* walk4 alone, for tests (tests/tcg/test_fill_cache.py compares it with emu.mmu.walk): 1 and
+ * `out` filled, or 0 where the C front leaves the walk to Python. */
+int fc_walk(struct fill_cache *c, uint64_t cr0, uint64_t cr3, uint64_t cr4, uint64_t efer, uint64_t linear,
+            int type, int user, struct walked *out) {
+    bool dirty;
+    if (!walk4(c, cr0, cr3, cr4, efer, linear, type, user != 0, out, &dirty))
+        return 0;
+    out->flags |= dirty ? 8 : 0;
+    return 1;
+}

@@ -20,6 +20,9 @@ from . import native
 
 SOURCE = Path(__file__).with_name("fill_cache.c")
 LOG_CHUNK = 4096
+WALK_LOG_MAX = 4096  # fill_cache.c's WALK_LOG_MAX
+WALKED_WORDS = 10  # struct walked: cr3, page, user, frame, flags, ntables, tables[4]
+WALKED_WRITABLE, WALKED_EXECUTABLE, WALKED_FETCHED = 1, 2, 4
 
 
 def build() -> Path:
@@ -38,6 +41,12 @@ class NativeLibrary:
         signatures = {
             "fc_create": (ptr, [ptr, ptr, ptr, ptr, u32, u32, u32, u32, u32, u64, u64, u64, u64]),
             "fc_forget": (None, [ptr, u64, u64, u64]),
+            "fc_set_ram": (None, [ptr, u32, u64, u64, ptr]),
+            "fc_granted": (None, [ptr, u64]),
+            "fc_walk_log": (ptr, [ptr]),
+            "fc_walk_log_length": (ptr, [ptr]),
+            "fc_walk_counters": (ptr, [ptr]),
+            "fc_walk": (ctypes.c_int, [ptr, u64, u64, u64, u64, u64, ctypes.c_int, ctypes.c_int, ptr]),
             "fc_protected_map": (ptr, [ptr]),
             "fc_destroy": (None, [ptr]),
             "fc_set_space": (None, [ptr, u64, u64, u64, u64]),
@@ -83,6 +92,43 @@ class FillCache:
         self._protected = (ctypes.c_uint8 * max(1, self.frames)).from_address(
             self.native.lib.fc_protected_map(self.handle))  # fmt: skip
         self._forget = self.native.lib.fc_forget
+        lib = self.native.lib
+        self._walk_log = (ctypes.c_uint64 * (WALK_LOG_MAX * WALKED_WORDS)).from_address(lib.fc_walk_log(self.handle))
+        self._walk_log_length = ctypes.c_uint32.from_address(lib.fc_walk_log_length(self.handle))
+        self._walk_counters = (ctypes.c_uint64 * 3).from_address(lib.fc_walk_counters(self.handle))
+
+    def set_ram(self, ranges: list[tuple[int, int, int]]) -> None:
+        """Guest RAM as (guest start, guest end, host address) runs: the C front walks 4-level
+        page tables itself from now on (fill_cache.c, walk4)."""
+        for index, (start, end, host) in enumerate(ranges[:4]):
+            self.native.lib.fc_set_ram(self.handle, index, start, end, host)
+
+    def granted(self, frame: int) -> None:
+        """Python gave Unicorn a writable mapping of `frame` (until the next TLB flush)."""
+        self.native.lib.fc_granted(self.handle, frame)
+
+    def take_walked(self) -> list[tuple[int, int, bool, int, int, tuple[int, ...]]]:
+        """Shadow entries the C front walked and installed since the last call, as
+        (cr3, page, user, frame, flags, tables), oldest first (and the log emptied)."""
+        n = self._walk_log_length.value
+        if not n:
+            return []
+        words = self._walk_log[: n * WALKED_WORDS]
+        self._walk_log_length.value = 0
+        out = []
+        for i in range(0, n * WALKED_WORDS, WALKED_WORDS):
+            cr3, page, user, frame, flags, ntables = words[i : i + 6]
+            out.append((cr3, page, bool(user), frame, flags, tuple(words[i + 6 : i + 6 + ntables])))
+        return out
+
+    @property
+    def walk_log_length(self) -> int:
+        return self._walk_log_length.value
+
+    @property
+    def walk_counters(self) -> tuple[int, int, int]:
+        """(walks, uncached fills, A/D writes) made in C."""
+        return self._walk_counters[0], self._walk_counters[1], self._walk_counters[2]
 
     def protect(self, frame: int) -> None:
         """`frame` (an address) holds a page table now: no writable answer for it from C."""

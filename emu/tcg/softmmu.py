@@ -39,7 +39,7 @@ from ..memory import GuestMemory
 from ..mmu.shadow import MmuCounters, ShadowEntry, ShadowPageTable
 from ..mmu.walk import CR4_SMAP, CR4_SMEP, Access, PageFault, PagingMode, walk_page_tables
 from .context import HEADER, OFF_CR, OFF_EFER, OFF_EFLAGS, OFF_HFLAGS, OFF_SEGS, SEG_SIZE, SavedContext
-from .fill_cache import FillCache
+from .fill_cache import WALKED_EXECUTABLE, WALKED_FETCHED, WALKED_WRITABLE, FillCache
 from .fill_cache import load as load_fill_cache
 
 UC_PROT_READ, UC_PROT_WRITE, UC_PROT_EXEC = 1, 2, 4
@@ -108,6 +108,7 @@ class SoftMmu:
     code_frames: set[int] = field(default_factory=set)  # frames a fill gave execute rights (see holds_code)
     untracked_code: bool = True  # code may have been translated without a recorded fill
     code_flushes_avoided: int = 0  # host writes that needed no flush of translated code
+    _c_walk_counters: tuple[int, int, int] = (0, 0, 0)  # the C front's (walks, uncached, A/D writes) seen
 
     def __post_init__(self) -> None:
         self._raw = self.ctx.raw  # the state a fill reads: this context, saved per fill, or the C front's
@@ -130,6 +131,8 @@ class SoftMmu:
                     self.front = FillCache(library, handle, frames)
                     self._raw, self._save_state = self._front_ctx.raw, False  # fc_hook saved it just now
                     self.shadow.front = self.front
+                    self.front.set_ram([(r.guest_address, r.end, self.memory.host_address + r.host_offset)
+                                        for r in self.memory.ranges])  # fmt: skip
                     hook, user_data = ctypes.cast(library.hook, _FILL_HOOK), ctypes.c_void_p(handle)
         else:
             self.fill_path = "python (--mmu shadow-python)"
@@ -145,10 +148,38 @@ class SoftMmu:
     def counters(self) -> MmuCounters:
         counters = self.shadow.counters
         if self.front is not None:
+            self._absorb()
             hits = self.front.hits
             counters.shadow_hits += hits - counters.native_hits
             counters.native_hits = hits
+            walked = self.front.walk_counters
+            seen = self._c_walk_counters
+            counters.walks += walked[0] - seen[0]
+            counters.native_walks += walked[0] - seen[0]
+            counters.uncached_fills += walked[1] - seen[1]
+            counters.ad_writes += walked[2] - seen[2]
+            self._c_walk_counters = walked
         return counters
+
+    def _uncached_fills(self) -> int:
+        """Uncached fills so far, Python's and the C front's (cheaper than `counters`: after every run)."""
+        fills = self.shadow.counters.uncached_fills
+        if self.front is not None:
+            fills += self.front.walk_counters[1] - self._c_walk_counters[1]
+        return fills
+
+    def _absorb(self) -> None:
+        """Take the shadow entries the C front walked into this table (fill_cache.c, walk4):
+        before anything here reads or changes the table."""
+        front = self.front
+        if front is None or not front.walk_log_length:
+            return
+        shadow = self.shadow
+        for cr3, page, user, frame, flags, tables in front.take_walked():
+            shadow.insert(cr3, page, user, ShadowEntry(frame, bool(flags & WALKED_WRITABLE),
+                                                       bool(flags & WALKED_EXECUTABLE), tables))  # fmt: skip
+            if flags & WALKED_FETCHED:
+                self.code_frames.add(frame)
 
     def close(self) -> None:
         self.counters  # noqa: B018 - fold the C front's hits in before it goes
@@ -175,6 +206,7 @@ class SoftMmu:
     def _translate(self, page: int, access: Access, out: TlbEntry) -> bool:
         """One TLB fill. The hit path (a translation already in the shadow table) is the hot one:
         one context save, one unpack, one dict lookup."""
+        self._absorb()
         if self._save_state:
             self.ctx.save()
         hflags, cr0, _, _, cr3, cr4, efer = _STATE.unpack_from(self._raw, HEADER)
@@ -239,10 +271,14 @@ class SoftMmu:
                     shadow.page_table_write(frame)  # the store proceeds; dependents are gone
                     perms |= UC_PROT_WRITE
                     shadow.writable_frames.add(frame)
+                    if front is not None:
+                        front.granted(frame)
                     cached = False
             else:
                 perms |= UC_PROT_WRITE
                 shadow.writable_frames.add(frame)
+                if front is not None:
+                    front.granted(frame)
         out.paddr = frame
         out.perms = perms
         if cached and front is not None:
@@ -252,6 +288,7 @@ class SoftMmu:
     def cached_physical(self, linear: int, user: bool) -> int | None:
         """The guest-physical address of `linear` if the shadow table holds its page for the
         current paging mode and CR3 (no walk, no A/D side effects); None otherwise."""
+        self._absorb()
         self.ctx.save()
         _, cr0, _, _, cr3, cr4, efer = _STATE.unpack_from(self._raw, HEADER)
         if not cr0 & CR0_PG:
@@ -276,11 +313,13 @@ class SoftMmu:
         paging was off or in another paging mode (`untracked_code`, until the next full flush)."""
         if self.untracked_code:
             return True
+        self._absorb()
         code = self.code_frames
         return any(frame in code for frame in range(address & ~0xFFF, address + size, 0x1000))
 
     def host_wrote(self, address: int, size: int) -> None:
         """A store by the host (emu's interrupt delivery, DMA) to page-table frames counts too."""
+        self._absorb()
         shadow = self.shadow
         for frame in range(address & ~0xFFF, address + size, 0x1000):
             if shadow.protected(frame):
@@ -291,11 +330,11 @@ class SoftMmu:
         self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
         self.shadow.tlb_flushed(cause)
         self._last_flush_ns = time.monotonic_ns()
-        self._uncached_at_flush = self.shadow.counters.uncached_fills
+        self._uncached_at_flush = self._uncached_fills()
 
     def after_run(self) -> None:
         """Between runs: re-protect page-table frames the guest wrote, at most every 10 ms."""
-        if self.shadow.counters.uncached_fills != self._uncached_at_flush:
+        if self._uncached_fills() != self._uncached_at_flush:
             if time.monotonic_ns() - self._last_flush_ns >= FLUSH_INTERVAL_NS:
                 self._flush_unicorn("re-protect page tables")
 

@@ -72,3 +72,76 @@ def test_without_a_compiler_the_same_mmu_runs_in_python(tmp_path: Path) -> None:
     assert mmu["fill_path"].startswith("python (C front unavailable:") and mmu["native_hits"] == 0
     assert "fills in python (C front unavailable:" in result.stderr.decode()
     assert not list((tmp_path / "emu").glob("*.so"))
+
+
+def test_c_walker_agrees_with_emus_walker() -> None:
+    """fill_cache.c walks 4-level page tables itself (walk4). On random tables (present or not,
+    R/W, U/S, XD, large pages, reserved bits, tables outside RAM), for every privilege and
+    access kind: where it answers, emu.mmu.walk must give the same frame, rights and tables and
+    leave the same A/D bits; where emu.mmu.walk faults, the C walker must not answer."""
+    import ctypes
+    import random
+
+    from emu.accel import CR0_PE, CR0_PG, CR0_WP, CR4_PAE, EFER_LMA, EFER_NXE
+    from emu.memory import GuestMemory
+    from emu.mmu.walk import CR4_SMEP, Access, PageFault, PagingMode, walk_page_tables
+
+    library, why = fill_cache.load()
+    if library is None:
+        pytest.skip(why)
+    memory = GuestMemory(4 << 20)
+    rng = random.Random(1234)
+    frames = memory.size >> 12
+    handle = library.lib.fc_create(None, None, None, None, 0, 0, 0, 0, 0, 0, 0, 0, frames)
+    front = fill_cache.FillCache(library, handle, frames)
+    front.set_ram([(r.guest_address, r.end, memory.host_address + r.host_offset) for r in memory.ranges])
+    out = (ctypes.c_uint64 * fill_cache.WALKED_WORDS)()
+
+    def entry(table_frames: list[int]) -> int:
+        kind = rng.random()
+        value = rng.choice(table_frames) << 12 if kind < 0.85 else rng.randrange(1 << 40) & ~0xFFF
+        value |= rng.getrandbits(3) | rng.choice([0, 0x20, 0x40, 0x60]) | (0x80 if rng.random() < 0.15 else 0)
+        if rng.random() < 0.2:
+            value |= 1 << 63
+        if rng.random() < 0.03:
+            value |= 1 << rng.randrange(40, 52)  # a reserved address bit
+        if rng.random() < 0.7:
+            value |= 1  # mostly present
+        return value
+
+    table_frames = list(range(0x100, 0x140))
+    answered = faulted = 0
+    try:
+        for round_ in range(40):
+            for frame in table_frames:  # fresh random tables each round
+                memory.write(frame << 12, b"".join(entry(table_frames).to_bytes(8, "little") for _ in range(512)))
+            for _ in range(300):
+                cr0 = CR0_PG | CR0_PE | (CR0_WP if rng.random() < 0.7 else 0)
+                cr4 = CR4_PAE | (CR4_SMEP if rng.random() < 0.5 else 0)
+                efer = EFER_LMA | (EFER_NXE if rng.random() < 0.7 else 0)
+                cr3 = rng.choice(table_frames) << 12
+                linear = rng.randrange(1 << 48) & ~0xFFF
+                linear = linear | (0xFFFF << 48) if linear >> 47 else linear
+                access, user = rng.choice(list(Access)), rng.random() < 0.5
+                before = memory.read(0x100000, 0x40000)
+                got = library.lib.fc_walk(handle, cr0, cr3, cr4, efer, linear, (16, 17, 18)[access], user, out)
+                after_c = memory.read(0x100000, 0x40000)
+                memory.write(0x100000, before)
+                try:
+                    t = walk_page_tables(memory.page_walker_view(), PagingMode(cr0, cr3, cr4, efer), linear, access, user)
+                except PageFault:
+                    assert not got, (round_, hex(linear), access, user)
+                    faulted += 1
+                    continue
+                if not got:
+                    continue  # left to Python: allowed (it only answers plain walks)
+                answered += 1
+                assert memory.read(0x100000, 0x40000) == after_c, "A/D bits differ"
+                ntables = out[5]
+                assert out[3] == t.physical & ~0xFFF
+                assert tuple(out[6 : 6 + ntables]) == t.tables
+                assert bool(out[4] & 1) == t.writable and bool(out[4] & 2) == t.executable
+                assert bool(out[4] & 8) == t.dirty
+    finally:
+        front.close()
+    assert answered > 500 and faulted > 500, (answered, faulted)
