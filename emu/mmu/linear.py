@@ -3,12 +3,14 @@
 Delivering an interrupt reads the IDT, the GDT and the TSS and pushes a frame on a stack: all
 accesses by *linear* address (SDM vol. 3A §3.3), translated by paging when CR0.PG is set, with
 supervisor privilege for the implicit table reads (§4.6: "implicit supervisor-mode accesses").
-An access that crosses a page boundary is translated page by page.
+An access that crosses a page boundary is translated page by page. A `fast_walk` (tcg: the C
+walker of emu.tcg.fill_cache) may answer a page first; where it does not, emu.mmu.walk does.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..memory import GuestMemory
@@ -23,13 +25,16 @@ class LinearMemory:
     memory: GuestMemory
     mode: PagingMode
     set_ad: bool = True
+    fast_walk: Callable[[PagingMode, int, Access, bool], int | None] | None = None  # the physical address, or None
 
     def _pieces(self, linear: int, length: int, access: Access, user: bool) -> list[tuple[int, int]]:
         pieces = []
         while length > 0:
             chunk = min(length, 4096 - (linear & 0xFFF))
-            t = walk_page_tables(self.memory, self.mode, linear, access, user, self.set_ad)
-            pieces.append((t.physical, chunk))
+            physical = self.fast_walk(self.mode, linear, access, user) if self.fast_walk and self.set_ad else None
+            if physical is None:
+                physical = walk_page_tables(self.memory, self.mode, linear, access, user, self.set_ad).physical
+            pieces.append((physical, chunk))
             linear += chunk
             length -= chunk
         return pieces

@@ -96,12 +96,26 @@ class FillCache:
         self._walk_log = (ctypes.c_uint64 * (WALK_LOG_MAX * WALKED_WORDS)).from_address(lib.fc_walk_log(self.handle))
         self._walk_log_length = ctypes.c_uint32.from_address(lib.fc_walk_log_length(self.handle))
         self._walk_counters = (ctypes.c_uint64 * 3).from_address(lib.fc_walk_counters(self.handle))
+        self._walked = (ctypes.c_uint64 * WALKED_WORDS)()
 
     def set_ram(self, ranges: list[tuple[int, int, int]]) -> None:
         """Guest RAM as (guest start, guest end, host address) runs: the C front walks 4-level
         page tables itself from now on (fill_cache.c, walk4)."""
         for index, (start, end, host) in enumerate(ranges[:4]):
             self.native.lib.fc_set_ram(self.handle, index, start, end, host)
+
+    def is_protected(self, frame: int) -> bool:
+        """Marked protected here: by Python, or by a C walk not yet absorbed (so a superset)."""
+        index = frame >> 12
+        return index >= self.frames or bool(self._protected[index])
+
+    def walk(self, cr0: int, cr3: int, cr4: int, efer: int, page: int, access_type: int, user: bool) -> int | None:
+        """fill_cache.c's walk4 for one page (A/D set): its frame, or None if it leaves the walk
+        to Python (a fault, a reserved bit, a table outside RAM)."""
+        out = self._walked
+        if not self.native.lib.fc_walk(self.handle, cr0, cr3, cr4, efer, page, access_type, user, out):
+            return None
+        return out[3]
 
     def granted(self, frame: int) -> None:
         """Python gave Unicorn a writable mapping of `frame` (until the next TLB flush)."""

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..accel import (CR0_PE, EFER_LMA, RFLAGS_AC, RFLAGS_IF, RFLAGS_NT, RFLAGS_RF, RFLAGS_TF,
                      RFLAGS_VM)  # fmt: skip
 from ..memory import GuestMemory, GuestMemoryError
 from ..mmu.linear import LinearMemory
-from ..mmu.walk import PageFault, PagingMode
+from ..mmu.walk import Access, PageFault, PagingMode
 from .context import DESC_B, DESC_L, SavedContext
 
 VECTOR_NAMES = {0: "#DE", 1: "#DB", 2: "NMI", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM",
@@ -94,6 +95,7 @@ class Delivery:
 
     ctx: SavedContext
     memory: GuestMemory
+    fast_walk: Callable[[PagingMode, int, Access, bool], int | None] | None = None  # see emu.mmu.linear
     memory_linear: LinearMemory = field(init=False)
 
     def deliver(self, event: Event, rflags: int) -> tuple[int, list[Event], int | None]:
@@ -109,7 +111,7 @@ class Delivery:
                 rflags |= RFLAGS_RF  # in the pushed images (a #DF's too) only: handlers run with RF=0
             try:
                 mode = PagingMode(self.ctx.cr(0), self.ctx.cr(3), self.ctx.cr(4), self.ctx.efer)
-                self.memory_linear = LinearMemory(self.memory, mode)
+                self.memory_linear = LinearMemory(self.memory, mode, fast_walk=self.fast_walk)
                 return self._deliver_once(event, rflags), chain, cr2
             except DeliveryFault as fault:
                 nested = Event(fault.vector, EventKind.EXCEPTION, fault.error_code)

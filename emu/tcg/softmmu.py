@@ -45,6 +45,7 @@ from .fill_cache import load as load_fill_cache
 UC_PROT_READ, UC_PROT_WRITE, UC_PROT_EXEC = 1, 2, 4
 UC_MEM_READ, UC_MEM_WRITE, UC_MEM_FETCH = 16, 17, 18
 ACCESS = {UC_MEM_READ: Access.READ, UC_MEM_WRITE: Access.WRITE, UC_MEM_FETCH: Access.FETCH}
+_ACCESS_TYPE = {access: kind for kind, access in ACCESS.items()}
 _WRITE = Access.WRITE  # enum members are slow to look up on CPython 3.11; the fill is hot
 _FETCH = Access.FETCH
 MODE_CR0 = CR0_PG | CR0_WP | CR0_PE
@@ -203,6 +204,16 @@ class SoftMmu:
             traceback.print_exc()
             return False
 
+    def fast_walk(self, mode: PagingMode, linear: int, access: Access, user: bool) -> int | None:
+        """The physical address of `linear` by the C front's walker (4-level paging, with A/D set
+        as the CPU's own access), or None where it leaves the walk to emu.mmu.walk (a fault, SMAP
+        or another paging mode): for emu's own accesses as the CPU (interrupt delivery)."""
+        front = self.front
+        if front is None or not mode.efer & EFER_LMA or mode.cr4 & CR4_SMAP or not mode.cr0 & CR0_PG:
+            return None
+        page = front.walk(mode.cr0, mode.cr3, mode.cr4, mode.efer, linear & ~0xFFF, _ACCESS_TYPE[access], user)
+        return None if page is None else page | (linear & 0xFFF)
+
     def _translate(self, page: int, access: Access, out: TlbEntry) -> bool:
         """One TLB fill. The hit path (a translation already in the shadow table) is the hot one:
         one context save, one unpack, one dict lookup."""
@@ -319,9 +330,13 @@ class SoftMmu:
 
     def host_wrote(self, address: int, size: int) -> None:
         """A store by the host (emu's interrupt delivery, DMA) to page-table frames counts too."""
+        frames = range(address & ~0xFFF, address + size, 0x1000)
+        front = self.front
+        if front is not None and not any(front.is_protected(frame) for frame in frames):
+            return  # the C front's map covers every protected frame, absorbed or not: nothing to do
         self._absorb()
         shadow = self.shadow
-        for frame in range(address & ~0xFFF, address + size, 0x1000):
+        for frame in frames:
             if shadow.protected(frame):
                 shadow.page_table_write(frame)
 

@@ -779,7 +779,8 @@ class TcgVCpu(VCpu):
         rflags = self._reg(UC_X86_REG_RFLAGS)
         self._cpu_store = True
         try:
-            new_flags, chain, _ = Delivery(self.ctx, self.memory).deliver(event, rflags)
+            fast_walk = self.softmmu.fast_walk if self.softmmu is not None else None
+            new_flags, chain, _ = Delivery(self.ctx, self.memory, fast_walk).deliver(event, rflags)
         except TripleFault as tf:
             self._shutdown = f"triple fault: {tf} at RIP={self.ctx.rip:#x}"
         except UnsupportedDelivery as err:
