@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-APPEND = "console=ttyS0 nolapic noapic acpi=off"
+APPEND = "console=ttyS0"  # the (and QEMU's) line: APIC, ACPI and all
 READY, PROMPT, PANIC = b"emu-linux: ready", b"/ # ", b"Kernel panic"
 MEMORY_MIB = 512
 GOAL = 3.0  # emu / QEMU-TCG, at most
