@@ -2,21 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
-import pytest
 from guestenv import KVM_OK, KVM_WHY
-
-
-def pytest_collection_modifyitems(config, items):
-    """Linux boots beyond the main ones take minutes each on tcg: they run when asked
-    (EMU_LINUX_EXTRA=1), so that the suite stays within its 20 minutes on two cores."""
-    if os.environ.get("EMU_LINUX_EXTRA") == "1":
-        return
-    skip = pytest.mark.skip(reason="a further Linux boot (minutes on tcg): set EMU_LINUX_EXTRA=1 to run it")
-    for item in items:
-        if "linux_extra" in item.keywords:
-            item.add_marker(skip)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

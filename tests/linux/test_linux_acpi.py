@@ -37,7 +37,6 @@ def read_hwrng(console: Console) -> None:
     assert len(random) >= 16 and len(set(random[-16:])) > 4  # 16 bytes, not all the same
 
 
-@pytest.mark.linux_extra
 def test_acpi_tables_clock_interrupts_reboot_and_poweroff(guest: tuple[Path, Path]) -> None:  # noqa: F811
     kernel, initrd = guest
     proc, console = start(kernel, initrd)
@@ -82,7 +81,6 @@ def test_acpi_tables_clock_interrupts_reboot_and_poweroff(guest: tuple[Path, Pat
     assert proc.stderr.read() == b""
 
 
-@pytest.mark.linux_extra
 def test_reboot_with_no_reboot_ends_emu_with_status_0(guest: tuple[Path, Path]) -> None:  # noqa: F811
     kernel, initrd = guest
     proc, console = start(kernel, initrd, "-no-reboot")

@@ -7,7 +7,7 @@ from the initramfs, and the boot_params Linux built from the start info
 2.12. Then `reboot -f`: Linux resets through ACPI's reset register (the FADT's, port CF9h), and
 with `-no-reboot` emu ends with status 0, as QEMU. (A reset without `-no-reboot` loads the
 kernel again: tests/test_reset_poweroff.py shows it on small guests, the Linux boot of that is in
-test_pvh_reboots_into_a_second_boot, one of the further boots run with EMU_LINUX_EXTRA=1.)
+test_pvh_reboots_into_a_second_boot.)
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ def test_stock_vmlinux_through_the_pvh_entry(guest: tuple[Path, Path], vmlinux: 
         proc.wait()
 
 
-@pytest.mark.linux_extra
 def test_pvh_reboots_into_a_second_boot(guest: tuple[Path, Path], vmlinux: Path) -> None:  # noqa: F811
     proc, console = _boot(vmlinux, guest[1])
     try:

@@ -18,7 +18,6 @@ from ptyemu import PtyEmu
 from .test_linux_boot import APPEND, guest  # noqa: F401  (the module-scoped fixture)
 
 
-@pytest.mark.linux_extra
 def test_a_shell_on_the_terminal(guest: tuple[Path, Path]) -> None:  # noqa: F811
     kernel, initrd = guest
     emu = PtyEmu(["-m", "emu", "--accel", "tcg", "-m", "512", "-kernel", str(kernel),
