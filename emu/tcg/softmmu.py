@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from unicorn import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_HOOK_TLB_FILL, UC_TLB_CPU, UC_TLB_VIRTUAL, Uc, UcError
 from unicorn.unicorn_py3.unicorn import uclib
 
-from ..accel import CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, EFER_LMA, EFER_NXE
+from ..accel import CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE, EFER_LMA, EFER_NXE
 from ..memory import GuestMemory
 from ..mmu.shadow import MmuCounters, ShadowEntry, ShadowPageTable
 from ..mmu.walk import CR4_SMAP, CR4_SMEP, Access, PageFault, PagingMode, walk_page_tables
@@ -49,7 +49,11 @@ _ACCESS_TYPE = {access: kind for kind, access in ACCESS.items()}
 _WRITE = Access.WRITE  # enum members are slow to look up on CPython 3.11; the fill is hot
 _FETCH = Access.FETCH
 MODE_CR0 = CR0_PG | CR0_WP | CR0_PE
-MODE_CR4 = CR4_PAE | CR4_PSE | CR4_PGE | CR4_SMEP | CR4_SMAP
+# The bits that change what a walk answers. Not CR4.PGE: it only says whether the TLB keeps
+# global entries across CR3 loads, and toggling it is Linux's way to flush them (with no PCID):
+# Unicorn flushes its TLB then, but the shadow table, kept coherent by write traps and not by the
+# guest's flushes, stays valid (a boot toggled it 415 times, each a full shadow flush before).
+MODE_CR4 = CR4_PAE | CR4_PSE | CR4_SMEP | CR4_SMAP
 MODE_EFER = EFER_LMA | EFER_NXE
 FLUSH_INTERVAL_NS = 10_000_000  # re-protect written page-table frames at most every 10 ms
 # hflags, cr[0..4] and EFER from one saved context (offsets in emu.tcg.context)
