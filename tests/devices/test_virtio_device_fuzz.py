@@ -115,6 +115,8 @@ def test_devices_survive_random_and_adversarial_rings(kind: str, memory: GuestMe
     one()
     capfd.readouterr()  # the one-line reports of the refused chains
     assert served["ok"] > 100 and served["reset"] > 100, served  # both kinds of outcome were exercised
+    for index in range(len(device.queues)):  # rings the driver has emptied: a frame the backend still
+        memory.write(AVAIL + 0x4000 * index, bytes(4))  # delivers must not meet the fuzzed ones (flaky in CI)
     start(device)  # and after all that, a reset device serves a plain request
     if kind in ("rng", "console"):  # console: a receive buffer, filled by the input still pending
         memory.write(DESC, struct.pack("<QIHH", 0x40000, 16, 2, 0))
