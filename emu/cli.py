@@ -60,9 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-netdev", "--netdev", action="append", default=[], metavar="TYPE,id=ID,...",
                    help="a host network backend for a NIC: tap,id=ID,ifname=TAP[,script=no] or "
                         "socket,id=ID,udp=HOST:PORT,localaddr=HOST:PORT | listen=[HOST]:PORT | connect=HOST:PORT")  # fmt: skip
-    p.add_argument("-monitor", "--monitor", metavar="unix:PATH,server=on,wait=off",
-                   help="QEMU's human monitor (emu.monitor: help, info status, info balloon, balloon MiB, quit) "
-                        "on a Unix socket; server,nowait is accepted too")  # fmt: skip
+    p.add_argument("-monitor", "--monitor", metavar="stdio|unix:PATH,server=on,wait=off",
+                   help="QEMU's human monitor (emu.monitor: info registers|tlb|pic|lapic|irq|pci|virtio|mtree|stats, "
+                        "x, xp, stop, cont, system_reset, quit; `help` lists them) on the terminal or a Unix socket "
+                        "(server,nowait is accepted too); on a terminal Ctrl-A c switches to it anyway")  # fmt: skip
+    p.add_argument("-S", dest="start_paused", action="store_true",
+                   help="do not start the vCPU: wait for the monitor's `cont` (or a debugger's continue), as QEMU's -S")
     p.add_argument("--accel", choices=("tcg", "kvm"), default="tcg", help="how to run guest code (default tcg)")
     p.add_argument("--irqchip", choices=("user", "kernel"), default="user",
                    help="kvm: emu's PIC with KVM_INTERRUPT (user, default) or KVM's in-kernel irqchip, with "
@@ -198,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                                nographic=args.nographic, devices=args.device, virtio_drives=virtio,
                                netdevs=args.netdev, chardevs=args.chardev, ioeventfd=args.ioeventfd == "on",
                                irqchip=args.irqchip, escape_char=escape, no_reboot=args.no_reboot,
+                               start_paused=args.start_paused,
                                monitor=parse_monitor(args.monitor) if args.monitor else None)  # fmt: skip
         machine = Machine(config)
         status = machine.run()

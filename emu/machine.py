@@ -67,7 +67,9 @@ from .devices.virtio.console import VirtioConsole
 from .devices.virtio.device import VirtioDevice
 from .devices.chardev import UnixSocketChardev, parse_chardev
 from .devices.virtio.iothread import DeviceThread
-from .monitor import Monitor, MonitorServer
+from .monitor import BANNER, Monitor, MonitorServer
+from .monitor.server import STDIO
+from .runstate import RunControl, RunState
 from .devices.virtio.legacy import QUEUE_NOTIFY as LEGACY_QUEUE_NOTIFY
 from .devices.virtio.net import DEFAULT_MAC, VirtioNet, parse_mac
 from .net import NetBackend, parse_netdev
@@ -126,7 +128,8 @@ class MachineConfig:
     irqchip: str = "user"  # kvm: "user" (emu's PIC, KVM_INTERRUPT) or "kernel" (KVM_CREATE_IRQCHIP, irqfds)
     netdevs: list[str] = field(default_factory=list)  # -netdev TYPE,id=ID,...: host backends for NICs
     chardevs: list[str] = field(default_factory=list)  # -chardev socket,id=ID,path=PATH,...: for virtio-console
-    monitor: str | None = None  # -monitor unix:PATH,server=on,wait=off: the socket's path (emu.monitor)
+    monitor: str | None = None  # -monitor unix:PATH,server=on,wait=off: the socket's path, or "stdio" (emu.monitor)
+    start_paused: bool = False  # -S: the vCPU waits for the monitor's `cont` (or gdb's) before its first instruction
     no_reboot: bool = False  # -no-reboot: a guest's reset ends the run (status 0) instead of restarting it
 
 
@@ -202,7 +205,8 @@ class Machine:
     resets: int = 0  # system resets the guest asked for and got (a reboot)
     _fatal: GuestError | None = None
     idle_ns: int = 0
-    wall_ns: int = 0
+    wall_ns: int = 0  # the run's length, once it is over
+    started_ns: int = 0  # when the run started (monotonic)
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -261,7 +265,15 @@ class Machine:
         self._reset_requested = False
         self._poll_window = self.accel.name == "tcg"
         self.vcpu.set_state(self._load_guest())
-        self.monitor = MonitorServer(Monitor(self), cfg.monitor) if cfg.monitor else None
+        # Other threads (the monitor, the gdb stub) reach the vCPU through this (emu.runstate)
+        self.control = RunControl(kick=self.vcpu.kick, wake=self._wake.set, lock=self.lock)
+        if cfg.start_paused:
+            self.control.state, self.control.reason = RunState.PRELAUNCH, "prelaunch"
+        self.paused_ns = 0
+        self.hmp = Monitor(self)  # on the socket (-monitor unix:), the terminal (-monitor stdio, Ctrl-A c)
+        self.monitor = MonitorServer(self.hmp, cfg.monitor) if cfg.monitor and cfg.monitor != STDIO else None
+        self.vcpu_native_id: int | None = None  # the vCPU thread's id, as `info cpus` and /proc show it
+        self.halted = False  # the guest waits in `hlt` for an interrupt
 
     def _load_guest(self) -> CpuState:
         """Put the guest in RAM and return the vCPU's first state: at power-on and at every reset."""
@@ -507,6 +519,7 @@ class Machine:
         if self.exit_status is None:
             self.exit_status = status
         self.vcpu.kick()
+        self.control.wake_waiters()  # a stopped vCPU (monitor `stop`, gdb) leaves its wait
 
     def _write_screendump(self) -> None:
         path = self.config.screendump
@@ -572,7 +585,7 @@ class Machine:
         previous = {}
         if _main_thread():  # SIGINT, SIGTERM and SIGHUP end the run cleanly: output flushed, stats written
             previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-        start = time.monotonic_ns()
+        start = self.started_ns = time.monotonic_ns()
         if self.display is not None:
             self.display.start()
         for thread in self.device_threads:
@@ -586,7 +599,9 @@ class Machine:
             self._sync_ioeventfds(transport)
         # stdin for COM1 (or a -chardev stdio console); on a terminal in raw mode, with Ctrl-A x to quit
         terminal = TerminalSession(wake=self.wake, quit=lambda: (self.request_exit(0), self.wake()),
-                                   escape=self.config.escape_char)  # fmt: skip
+                                   escape=self.config.escape_char, monitor=self.hmp.execute,
+                                   monitor_focus=self.config.monitor == STDIO, banner=BANNER,
+                                   monitor_done=lambda: self.hmp.quitting)  # fmt: skip
         self._terminal = terminal
         terminal.start()
         if terminal.interactive:  # someone types and watches: each byte of the guest's at once, not by lines
@@ -622,9 +637,32 @@ class Machine:
         # _wake.set() here: the handler may run while this thread holds the Event's own lock.
         threading.Thread(target=self._wake.set, name="emu-signal-wake", daemon=True).start()
 
+    def _checkpoint(self, kicker: Kicker) -> None:
+        """Between two runs: serve what the monitor or a debugger asked of the vCPU thread, and
+        stay here while the vCPU is stopped (emu.runstate). Stopped time counts as idle."""
+        if not self.control.pending():
+            return
+        kicker.schedule(None)  # no kicks for a vCPU that does not run
+        start = time.monotonic_ns()
+        self.control.checkpoint(still=lambda: self.exit_status is not None or self._fatal is not None)
+        elapsed = time.monotonic_ns() - start
+        if elapsed > 1_000_000:
+            self.paused_ns += elapsed
+            self.idle_ns += elapsed
+            self.vcpu.stats.idle_ns = self.idle_ns
+
     def _loop(self, kicker: Kicker) -> int:
         vcpu, lock = self.vcpu, self.lock
+        self.vcpu_native_id = threading.get_native_id()
+        self.control.start()
+        try:
+            return self._run_loop(vcpu, lock, kicker)
+        finally:
+            self.control.end()
+
+    def _run_loop(self, vcpu: VCpu, lock: threading.RLock, kicker: Kicker) -> int:
         while True:
+            self._checkpoint(kicker)
             with lock:
                 self._service_devices()
                 if self._fatal is not None:
@@ -660,8 +698,11 @@ class Machine:
                 continue
             if isinstance(event, HaltExit):
                 kicker.schedule(None)
-                if not self._halt():
+                if not self._halt(kicker):
                     return 0
+                continue
+            if isinstance(event, StepExit):  # a breakpoint (emu.gdbstub): the vCPU stops for the debugger
+                self.control.enter(RunState.DEBUG, "breakpoint")
                 continue
             raise self._guest_died(event)
 
@@ -766,8 +807,9 @@ class Machine:
         self.vcpu.request_interrupt_window(True)
         return True
 
-    def _halt(self) -> bool:
-        """The guest executed hlt: sleep until a timer or input brings an interrupt.
+    def _halt(self, kicker: Kicker | None = None) -> bool:
+        """The guest executed hlt: sleep until a timer or input brings an interrupt. The monitor
+        and a debugger are served meanwhile (the vCPU stays halted).
 
         Returns False when nothing can ever wake the guest (hlt with IF=0).
         """
@@ -776,7 +818,12 @@ class Machine:
             print("emu: guest halted with interrupts disabled; nothing can wake it", file=sys.stderr)
             return False
         start = time.monotonic_ns()
+        self.halted = True
         while self.exit_status is None:
+            if kicker is not None and self.control.pending():
+                paused = self.paused_ns
+                self._checkpoint(kicker)
+                start += self.paused_ns - paused  # counted once, as paused time
             with self.lock:
                 self._service_devices()
                 if self.interrupts.has_interrupt():
@@ -785,6 +832,7 @@ class Machine:
             timeout = None if deadline is None else max(0, deadline - time.monotonic_ns()) / 1e9
             self._wake.wait(timeout)
             self._wake.clear()
+        self.halted = False
         self.idle_ns += time.monotonic_ns() - start
         self.vcpu.stats.idle_ns = self.idle_ns
         return True

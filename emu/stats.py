@@ -15,6 +15,7 @@ which emu cannot see, instead of MMU counters that would stay zero.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
 
 def collect(machine: Machine) -> dict:
     stats = machine.vcpu.stats
-    wall = machine.wall_ns / 1e9
+    running = not machine.wall_ns and machine.started_ns  # asked while it runs (the monitor's `info stats`)
+    wall = (time.monotonic_ns() - machine.started_ns if running else machine.wall_ns) / 1e9
     guest = stats.guest_ns / 1e9
     idle = machine.idle_ns / 1e9
     return {

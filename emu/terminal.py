@@ -19,13 +19,14 @@ user's, not emu's.
 The escape character. With raw input no key can stop emu, so one is kept back: Ctrl-A (0x01),
 the convention of QEMU's character-device multiplexer (chardev/char-mux.c; `-echr` changes it),
 as GNU screen and minicom use it too. After it: x ends emu (status 0, the status QEMU 7.2 gives
-for its Ctrl-A x), h or ? lists the keys, c would switch to the monitor (emu has none yet, and
-says so), and the escape character again sends one of it to the guest. Any other key after it
-is dropped, as QEMU drops it.
+for its Ctrl-A x), h or ? lists the keys, c switches the keyboard between the serial console
+and the monitor (emu.monitor; it edits its own line, as QEMU's readline does), and the escape
+character again sends one of it to the guest. Any other key after it is dropped, as QEMU drops it.
 
 All of this only when stdin is a terminal. From a pipe or a file, bytes reach the guest
 unchanged, Ctrl-A included (QEMU's multiplexer would act on them there too; emu's tests and
-scripts feed guests through pipes).
+scripts feed guests through pipes); with `-monitor stdio`, they are monitor commands instead,
+one per line.
 
 Sources: POSIX.1-2017, Base Definitions, chapter 11 "General Terminal Interface"; termios(3);
 QEMU 7.2 chardev/char-stdio.c (qemu_chr_set_echo_stdio) and chardev/char-mux.c
@@ -70,7 +71,7 @@ def help_text(escape: int) -> str:
     lines = [f"Escape-Char set to Ascii: 0x{escape:02x}", ""] if key == "Escape-Char" else []
     lines += [f"{key} h    print this help",
               f"{key} x    exit emulator",
-              f"{key} c    switch between console and monitor (emu has no monitor yet)",
+              f"{key} c    switch between console and monitor",
               f"{key} {key}  sends {key}"]  # fmt: skip
     return "\n" + "\n".join(lines) + "\n"
 
@@ -141,6 +142,13 @@ class TerminalSession:
     data: queue.SimpleQueue[bytes] = field(default_factory=queue.SimpleQueue)
     interactive: bool = False  # stdin is a terminal: raw mode and escapes
     quit_requested: bool = False
+    monitor: Callable[[str], str] | None = None  # a monitor line in, its output out (emu.monitor)
+    monitor_focus: bool = False  # typed lines go to the monitor (-monitor stdio; Ctrl-A c switches)
+    banner: str = ""  # the monitor's, printed with its first prompt
+    monitor_done: Callable[[], bool] = lambda: False  # the monitor ended the run (`quit`)
+    _line: bytearray = field(default_factory=bytearray, repr=False)
+    _greeted: bool = False
+    _last_cr: bool = False  # the last byte was CR: an LF right after it ends no second line
     _saved: list | None = field(default=None, repr=False)  # the terminal's attributes before raw mode
 
     def start(self) -> None:
@@ -149,6 +157,8 @@ class TerminalSession:
             self._saved = termios.tcgetattr(self.fd)
             atexit.register(self.restore)  # behind Machine.run's finally, for ways out that skip it
             termios.tcsetattr(self.fd, termios.TCSANOW, raw_attributes(self._saved))
+        if self.monitor_focus and self.monitor is not None:
+            self.prompt()
         threading.Thread(target=self._read, name="emu-stdin", daemon=True).start()
 
     def restore(self) -> None:
@@ -178,7 +188,10 @@ class TerminalSession:
             if not chunk:
                 return
             for item in decoder.feed(chunk) if self.interactive else [chunk]:
-                if isinstance(item, bytes):
+                if isinstance(item, bytes) and self.monitor_focus and self.monitor is not None:
+                    if not self._monitor_input(item):
+                        return  # `quit`: the run ends
+                elif isinstance(item, bytes):
                     self.data.put(item)
                     self.wake()
                 elif item is Command.QUIT:
@@ -187,8 +200,46 @@ class TerminalSession:
                     return  # what follows is the shell's, once emu has gone
                 elif item is Command.HELP:
                     self._write(help_text(self.escape))
-                else:
-                    self._write(f"{escape_name(self.escape)} c: emu has no monitor yet\n")
+                elif self.monitor is not None:  # Ctrl-A c: to the monitor, or back to the console
+                    self.monitor_focus = not self.monitor_focus
+                    if self.monitor_focus:
+                        self.prompt()
+                    else:
+                        self._write("\n")
+
+    def prompt(self) -> None:
+        """The monitor's prompt (its banner before the first one)."""
+        if not self._greeted:
+            self._greeted = True
+            self._write(f"{self.banner}\n")
+        self._write("(emu) " + self._line.decode(errors="replace"))
+
+    def _monitor_input(self, data: bytes) -> bool:
+        """Typed bytes for the monitor: edit the line (echo, Backspace), run it at Enter.
+        False once a command ended the run."""
+        for byte in data:
+            if byte in (0x0D, 0x0A):
+                if byte == 0x0A and not self.interactive and not self._line and self._last_cr:
+                    continue
+                line = self._line.decode(errors="replace")
+                self._line.clear()
+                self._write(line + "\n" if not self.interactive else "\n")
+                output = self.monitor(line)
+                self._write(output)
+                if self.monitor_done():
+                    return False
+                self._write("(emu) ")
+            elif byte in (0x7F, 0x08):
+                if self._line:
+                    self._line.pop()
+                    if self.interactive:
+                        self._write("\b \b")
+            elif byte >= 0x20:
+                self._line.append(byte)
+                if self.interactive:
+                    self._write(chr(byte))
+            self._last_cr = byte == 0x0D
+        return True
 
     def _write(self, text: str) -> None:
         data = text.encode()

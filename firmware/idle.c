@@ -9,7 +9,8 @@
  *
  * With "spin" on the command line the guest busy-waits with interrupts enabled instead of
  * halting, so each tick must interrupt running guest code: the VMM has to kick the vCPU out
- * of emu_start / KVM_RUN at the timer's deadline (tests/test_cli_run.py).
+ * of emu_start / KVM_RUN at the timer's deadline (tests/test_cli_run.py). "seconds=N" makes it
+ * last N seconds (1 to 9999) instead of one: long enough to look at it from the monitor.
  */
 #include "lib.h"
 
@@ -20,9 +21,9 @@
 #define IRQ_BASE 0x20
 #define HZ 100
 #define PIT_HZ 1193182
-#define TICKS 100
 
 static volatile int ticks;
+static int TICKS = HZ;
 
 static int has_word(const char *s, const char *word)
 {
@@ -34,6 +35,22 @@ static int has_word(const char *s, const char *word)
             return 1;
     }
     return 0;
+}
+
+static int seconds_of(const char *s)
+{
+    for (; *s; s++) {
+        const char *a = s, *b = "seconds=";
+        while (*b && *a == *b)
+            a++, b++;
+        if (!*b) {
+            int n = 0;
+            while (*a >= '0' && *a <= '9' && n < 10000)
+                n = n * 10 + (*a++ - '0');
+            return n >= 1 && n <= 9999 ? n : 1;
+        }
+    }
+    return 1;
 }
 
 int guest_trap(struct trap_frame *f)
@@ -50,6 +67,8 @@ int guest_main(u32 magic, struct multiboot_info *mbi)
 {
     (void)magic;
     int spin = (mbi->flags & MB_INFO_CMDLINE) && has_word((const char *)(ulong)mbi->cmdline, "spin");
+    if (mbi->flags & MB_INFO_CMDLINE)
+        TICKS = HZ * seconds_of((const char *)(ulong)mbi->cmdline);
     outb(PIC1_CMD, 0x11);       /* ICW1..ICW4 as in irqs.c: vectors 0x20-0x2f, 8086 mode */
     outb(PIC2_CMD, 0x11);
     outb(PIC1_DATA, IRQ_BASE);
