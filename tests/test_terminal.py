@@ -122,8 +122,8 @@ def test_ctrl_a_x_quits_with_status_0(pty_emu, accel: str) -> None:
     emu.wait_for(b"C-a x    exit emulator\r\n")
     emu.type(b"\x01c")  # to the monitor: it edits its own line (echo, Backspace), runs it at Enter
     at = emu.wait_for(b"monitor - type 'help' for more information\r\n(emu) ")
-    emu.type(b"info stax\x7fus\r")
-    at = emu.wait_for(b"info status\r\nVM status: running\r\n(emu) ", start=at)
+    emu.type(b"info statx\x7fus\r")
+    at = emu.wait_for(b"info statx\x08 \x08us\r\nVM status: running\r\n(emu) ", start=at)
     emu.type(b"\x01c")  # back to the console
     emu.type(b"\x01")
     time.sleep(0.2)  # the escape and its key in two reads
