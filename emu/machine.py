@@ -821,9 +821,11 @@ class Machine:
         self.halted = True
         while self.exit_status is None:
             if kicker is not None and self.control.pending():
-                paused = self.paused_ns
+                paused, resets = self.paused_ns, self.resets
                 self._checkpoint(kicker)
                 start += self.paused_ns - paused  # counted once, as paused time
+                if self.resets != resets:  # the monitor's system_reset: a CPU after RESET is not halted
+                    break
             with self.lock:
                 self._service_devices()
                 if self.interrupts.has_interrupt():
