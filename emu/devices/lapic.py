@@ -126,6 +126,7 @@ class LocalApic:
     on_eoi: Callable[[int], None] | None = None  # EOI of a level-triggered vector (to the I/O APIC)
     on_warning: Callable[[str], None] | None = None  # something the guest asked that emu refuses
     counters: ApicCounters = field(default_factory=ApicCounters)
+    taken: list[int] = field(default_factory=lambda: [0] * 256)  # INTAs per vector: what a guest's handlers count
 
     base: int = field(init=False)  # IA32_APIC_BASE
     id: int = field(init=False)
@@ -310,6 +311,7 @@ class LocalApic:
         self.irr &= ~bit
         self.isr |= bit
         self.counters.delivered += 1
+        self.taken[vector] += 1
         self._update()
         return vector
 

@@ -266,15 +266,15 @@ def _info_irq(mon: Monitor, args: list[str]) -> str:
                 f"and {c.irqfd_writes} irqfd writes\n")  # fmt: skip
     users = dict(ISA_USERS)
     for slot, function in sorted(machine.pci.functions.items()):
-        irq = function.space[0x3C]
-        if function.interrupt_pin and irq < 16:
+        irq = pci_irq(machine, slot[0], function)
+        if irq is not None:
             users[irq] = ", ".join(filter(None, [users.get(irq, ""), f"pci 00:{slot[0]:02x}.{slot[1]}"]))
     for i, transport in enumerate(machine.virtio_mmio):
         users[transport_irq(machine, i)] = ", ".join(filter(None, [users.get(transport_irq(machine, i), ""),
                                                                     f"virtio-mmio {i}"]))  # fmt: skip
     lines = []
     if machine.ioapic is not None:
-        lines.append("IRQ statistics for ioapic:")
+        lines.append("IRQ statistics for ioapic (pin: taken by the CPU at its vector now, messages sent):")
         from ..devices.ioapic import ioapic_pin_of_isa_irq
 
         isa_of_pin = {ioapic_pin_of_isa_irq(irq): irq for irq in range(16)}
@@ -282,8 +282,10 @@ def _info_irq(mon: Monitor, args: list[str]) -> str:
             if count:
                 irq = isa_of_pin.get(pin)
                 user = users.get(irq, "") if irq is not None else ""
-                lines.append(f"{pin:>3}: {count:<10} IO-APIC {pin}-{'fasteoi' if machine.ioapic.entries[pin] >> 15 & 1 else 'edge'}"
-                             f"{'  ' + user if user else ''}")  # fmt: skip
+                entry = machine.ioapic.entries[pin]
+                taken = machine.lapic.taken[entry & 0xFF] if machine.lapic is not None else count
+                lines.append(f"{pin:>3}: {taken:<10} IO-APIC {pin}-{'fasteoi' if entry >> 15 & 1 else 'edge'}"
+                             f"  vector {entry & 0xFF:#04x}, {count} messages{'  ' + user if user else ''}")  # fmt: skip
     lines.append("IRQ statistics for i8259:")
     for irq, count in enumerate(machine.pic.delivered):
         if count:
@@ -318,7 +320,7 @@ def _info_pci(mon: Monitor, args: list[str]) -> str:
         if pci.subsystem_vendor_id or pci.subsystem_id:
             lines.append(f"      PCI subsystem {pci.subsystem_vendor_id:04x}:{pci.subsystem_id:04x}")
         if pci.interrupt_pin:
-            lines.append(f"      IRQ {pci.space[0x3C]}, pin {'ABCD'[pci.interrupt_pin - 1]}")
+            lines.append(f"      IRQ {pci_irq(mon.machine, device, pci) or 0}, pin {'ABCD'[pci.interrupt_pin - 1]}")
         for index, bar in sorted(pci.bars.items()):
             if bar.kind is BarKind.IO:
                 where = f"I/O at {bar.address:#x} [{bar.address + bar.size - 1:#x}]" if bar.address else "I/O at 0xffffffffffffffff [0x{:x}]".format(bar.size - 2)
@@ -329,6 +331,21 @@ def _info_pci(mon: Monitor, args: list[str]) -> str:
             lines.append(f"      BAR{index}: {where}.")
         lines.append(f'      id "{_pci_name(mon.machine, pci)}"')
     return "\n".join(lines) + "\n"
+
+
+def pci_irq(machine: Machine, slot: int, pci) -> int | None:
+    """The ISA IRQ of a function's INTx: its Interrupt Line register as software wrote it (a BIOS
+    does), else where the PIIX3 steers the PIRQ# its pin is wired to (a kernel booted directly
+    routes by the same table, ACPI's _PRT). QEMU prints the register alone; emu has no BIOS on
+    that path to write it."""
+    from ..devices.pci.piix3 import pirq_of
+
+    if not pci.interrupt_pin:
+        return None
+    line = pci.space[0x3C]
+    if 0 < line < 16:
+        return line
+    return machine.isa_bridge.route(pirq_of(slot, pci.interrupt_pin))
 
 
 def _pci_name(machine: Machine, pci) -> str:

@@ -119,6 +119,9 @@ def test_stock_kernel_to_a_shell_and_poweroff(guest: tuple[Path, Path], tmp_path
     - virtio: /dev/hwrng reads emu's virtio-rng; an ext4 image on virtio-blk is mounted, written
       and synced (the file is in the image afterwards); the balloon inflates by 256 MiB on the
       monitor's `balloon 256` (MemTotal drops: no DEFLATE_ON_OOM) and gives it back.
+    - The monitor's view matches the guest's own (_monitor_agrees_with_the_guest): `info pci`
+      against /proc/bus/pci/devices, `info irq` against /proc/interrupts, `info tlb` against
+      /proc/kallsyms and /proc/iomem.
     - `poweroff -f` ends emu with status 0 through the PM1 control register.
 
     Linux keeps its local APIC timer only if 25 of its periods measure 23-27 PIT jiffies
@@ -167,6 +170,8 @@ def test_stock_kernel_to_a_shell_and_poweroff(guest: tuple[Path, Path], tmp_path
         else:
             assert loc[1] > loc[0] > 0, loc
 
+        _monitor_agrees_with_the_guest(console, monitor)
+
         assert monitor.command("info balloon") == "balloon: actual=512\r\n"
         before = _memtotal_kb(console)
         assert monitor.command("balloon 256") == ""
@@ -185,6 +190,71 @@ def test_stock_kernel_to_a_shell_and_poweroff(guest: tuple[Path, Path], tmp_path
         proc.wait()
     greeting = subprocess.run(["debugfs", "-R", "cat /greeting", str(disk)], capture_output=True, text=True, check=True)
     assert greeting.stdout.strip() == "hello from linux on emu"
+
+
+def _monitor_agrees_with_the_guest(console: Console, monitor: MonitorClient) -> None:
+    """What emu's monitor says about PCI, interrupts and page tables is what Linux reports.
+
+    - PCI: Debian's busybox-static has no lspci, so the guest's /proc/bus/pci/devices (the
+      table lspci itself falls back to: bus/devfn, vendor and device, IRQ, the seven base
+      addresses) is compared with `info pci`: every function, its IDs, its IRQ line and its BARs.
+    - Interrupts: for each IO-APIC line of /proc/interrupts, emu's count of messages sent on
+      that pin, read just before and just after, brackets the guest's count.
+    - Page tables: the kernel's `_text` (/proc/kallsyms) maps, in `info tlb`, to the start of
+      "Kernel code" in /proc/iomem: the guest's own tables, read by emu's walker from outside.
+    """
+    functions = {}
+    for block in monitor.command("info pci").split("  Bus  0, device")[1:]:
+        device, function = re.match(r"\s*(\d+), function (\d+):", block).groups()
+        ids = re.search(r"PCI device ([0-9a-f]{4}):([0-9a-f]{4})", block).groups()
+        irq = re.search(r"IRQ (\d+), pin", block)
+        bars = {int(i): int(a, 16) for i, a in re.findall(r"BAR(\d): (?:I/O|[^\n]*memory) at (0x[0-9a-f]+) ", block)}
+        functions[(int(device), int(function))] = (ids, int(irq.group(1)) if irq else None, bars)
+    rows = [line.split() for line in console.run("cat /proc/bus/pci/devices").splitlines() if "\t" in line or len(line.split()) > 9]
+    rows = [r for r in rows if re.fullmatch(r"[0-9a-f]{4}", r[0])]
+    assert len(rows) == len(functions) >= 5, (rows, functions)
+    for row in rows:
+        devfn = int(row[0], 16) & 0xFF
+        ids, irq, bars = functions[(devfn >> 3, devfn & 7)]
+        assert row[1] == ids[0] + ids[1], (row, ids)
+        if irq is not None and int(row[2], 16):
+            assert int(row[2], 16) == irq, (row, irq)
+        for index in range(6):
+            base = int(row[3 + index], 16)
+            if base:
+                assert bars.get(index) == base & ~(0x3 if base & 1 else 0xF), (row, bars)
+
+    def ioapic_counts() -> dict[int, int]:
+        """Per I/O APIC pin, the interrupts the CPU took at its vector, plus those its ISA IRQ
+        brought through the 8259 (ExtINT) before Linux set up the I/O APIC: Linux counts both
+        on the same IRQ (IRQ 0, the PIT, is pin 2)."""
+        text, pic = monitor.command("info irq").split("IRQ statistics for i8259")
+        xt = {int(irq): int(n) for irq, n in re.findall(r"(?m)^\s*(\d+): (\d+)\s+XT-PIC", pic)}
+        return {int(pin): int(n) + xt.get(2 if int(pin) == 0 else 0 if int(pin) == 2 else int(pin), 0)
+                for pin, n in re.findall(r"(?m)^\s*(\d+): (\d+)\s+IO-APIC", text)}  # fmt: skip
+
+    before = ioapic_counts()
+    interrupts = console.run("cat /proc/interrupts")  # "  0:  357  IO-APIC   2-edge  timer": IRQ 0 on pin 2
+    guest = {int(pin): int(n) for n, pin in re.findall(r"(?m)^\s*\d+:\s+(\d+)\s+IO-APIC\s+(\d+)-", interrupts) if int(n)}
+    after = ioapic_counts()
+    assert len(guest) >= 3 and set(guest) <= set(after), (guest, after)
+    for pin, count in guest.items():
+        assert before.get(pin, 0) <= count <= after[pin], (pin, before.get(pin), count, after[pin])
+
+    text = int(re.search(r"(?m)^([0-9a-f]{16}) T _text\r?$", console.run("grep -w _text /proc/kallsyms")).group(1), 16)
+    code = int(re.search(r"(?m)^\s*([0-9a-f]+)-[0-9a-f]+ : Kernel code", console.run("cat /proc/iomem")).group(1), 16)
+    assert text >= 0xFFFF_8000_0000_0000 and code > 0, (hex(text), hex(code))
+    assert monitor.command("stop") == ""
+    try:
+        pages = re.findall(r"(?m)^([0-9a-f]{16}): ([0-9a-f]{16}) ([-XGPDACTUW]{9})\r$", monitor.command("info tlb"))
+    finally:
+        assert monitor.command("cont") == ""
+    sizes = {"P": 2 << 20, "-": 4096}
+    hits = [(int(v, 16), int(p, 16)) for v, p, flags in pages
+            if int(v, 16) <= text < int(v, 16) + sizes[flags[2]]]  # fmt: skip
+    assert hits, f"_text {text:#x} is in no page of info tlb ({len(pages)} pages)"
+    virtual, physical = hits[0]
+    assert physical + (text - virtual) == code, (hex(virtual), hex(physical), hex(text), hex(code))
 
 
 KVM_PROBE_S = 60  # how long the kvm boot may take to print anything on the console
