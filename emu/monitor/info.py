@@ -372,7 +372,7 @@ def _info_virtio(mon: Monitor, args: list[str]) -> str:
     for transport, name in zip(transports, _transport_names(machine)):
         device = transport.device
         status = "|".join(n for bit, n in STATUS_BITS if device.status & bit) or "0 (reset)"
-        lines.append(f"{device.name} ({name}): status {status}, features {device.driver_features:#x}")
+        lines.append(f"{device.name} ({name}): status {device.status:#04x} {status}, features {device.driver_features:#x}")
         for index, q in enumerate(device.queues):
             vq = q.queue
             if vq is None:

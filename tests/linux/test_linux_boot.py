@@ -241,6 +241,11 @@ def _monitor_agrees_with_the_guest(console: Console, monitor: MonitorClient) -> 
     for pin, count in guest.items():
         assert before.get(pin, 0) <= count <= after[pin], (pin, before.get(pin), count, after[pin])
 
+    # virtio: the status byte each driver wrote, as Linux shows it in sysfs and emu in `info virtio`
+    guest_status = re.findall(r"0x([0-9a-f]+)", console.run("cat /sys/bus/virtio/devices/*/status"))
+    emu_status = re.findall(r"\): status 0x([0-9a-f]+) ", monitor.command("info virtio"))
+    assert sorted(int(v, 16) for v in guest_status) == sorted(int(v, 16) for v in emu_status) and len(emu_status) == 3
+
     text = int(re.search(r"(?m)^([0-9a-f]{16}) T _text\r?$", console.run("grep -w _text /proc/kallsyms")).group(1), 16)
     code = int(re.search(r"(?m)^\s*([0-9a-f]+)-[0-9a-f]+ : Kernel code", console.run("cat /proc/iomem")).group(1), 16)
     assert text >= 0xFFFF_8000_0000_0000 and code > 0, (hex(text), hex(code))
