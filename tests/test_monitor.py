@@ -160,3 +160,14 @@ def test_the_monitor_takes_a_new_client_after_one_leaves(tmp_path: Path) -> None
         proc.wait()
 
 
+
+
+def test_monitor_stdio_from_a_pipe_takes_one_command_per_line() -> None:
+    """`-monitor stdio` with a pipe: each line is a command, echoed after the prompt as QEMU's
+    readline does; COM1 still writes to stdout; `quit` ends emu with 0."""
+    result = subprocess.run([sys.executable, "-m", "emu", "-monitor", "stdio", str(KEYS)], check=False,
+                            input="info status\nfoo\nquit\n", capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"{BANNER}\n(emu) info status\nVM status: running\n(emu) foo\nunknown command: 'foo'\n(emu) quit\n" in result.stdout
+    assert result.stderr == ""
