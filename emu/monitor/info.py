@@ -158,9 +158,13 @@ def _info_tlb(mon: Monitor, args: list[str]) -> str:
 def _shadow_view(machine: Machine) -> str:
     softmmu = getattr(machine.vcpu, "softmmu", None)
     if softmmu is None:
-        if machine.accel.name == "kvm":
-            raise MonitorError("kvm: the second translation stage (EPT/NPT) is the hardware's; emu keeps no "
-                               "shadow table (see info mem / info tlb for the guest's own tables)")  # fmt: skip
+        if machine.accel.name == "kvm":  # the second stage is KVM's: say which it is
+            from ..stats import _kvm_mmu_line
+
+            report = machine.accel.mmu_report() or {}
+            line = _kvm_mmu_line(report) if "second_stage" in report else "mmu: KVM's (EPT/NPT or its shadow tables)"
+            return (f"{line}\nemu keeps no shadow table on kvm: guest-physical to host translations are KVM's "
+                    f"EPT/NPT tables (or KVM's own shadow pages); info tlb shows the guest's own tables\n")  # fmt: skip
         raise MonitorError("--mmu unicorn: Unicorn's walker fills its TLB; emu keeps no shadow table")
     softmmu._absorb()  # the C front's walks, into the table
     state = machine.vcpu.get_state(msrs=False)
