@@ -68,6 +68,7 @@ from .devices.virtio.device import VirtioDevice
 from .devices.chardev import UnixSocketChardev, parse_chardev
 from .devices.virtio.iothread import DeviceThread
 from .monitor import Monitor, MonitorServer
+from .liveview.sampler import Sampler
 from .devices.virtio.legacy import QUEUE_NOTIFY as LEGACY_QUEUE_NOTIFY
 from .devices.virtio.net import DEFAULT_MAC, VirtioNet, parse_mac
 from .net import NetBackend, parse_netdev
@@ -127,6 +128,7 @@ class MachineConfig:
     netdevs: list[str] = field(default_factory=list)  # -netdev TYPE,id=ID,...: host backends for NICs
     chardevs: list[str] = field(default_factory=list)  # -chardev socket,id=ID,path=PATH,...: for virtio-console
     monitor: str | None = None  # -monitor unix:PATH,server=on,wait=off: the socket's path (emu.monitor)
+    sample_interval: float | None = None  # snapshots of the counters every so many s (emu.liveview)
     no_reboot: bool = False  # -no-reboot: a guest's reset ends the run (status 0) instead of restarting it
 
 
@@ -203,6 +205,11 @@ class Machine:
     _fatal: GuestError | None = None
     idle_ns: int = 0
     wall_ns: int = 0
+    # For views from other threads (emu.liveview): the vCPU thread's kernel id (/proc/self/task),
+    # when run() began (monotonic ns), and while halted (idle_ns before this halt, its start)
+    vcpu_tid: int | None = None
+    started_ns: int | None = None
+    halted: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -262,6 +269,8 @@ class Machine:
         self._poll_window = self.accel.name == "tcg"
         self.vcpu.set_state(self._load_guest())
         self.monitor = MonitorServer(Monitor(self), cfg.monitor) if cfg.monitor else None
+        # --stats live, --plot, -monitor (its snapshots): the counters' history (emu.liveview)
+        self.sampler = Sampler(self, cfg.sample_interval) if cfg.sample_interval else None
 
     def _load_guest(self) -> CpuState:
         """Put the guest in RAM and return the vCPU's first state: at power-on and at every reset."""
@@ -573,6 +582,7 @@ class Machine:
         if _main_thread():  # SIGINT, SIGTERM and SIGHUP end the run cleanly: output flushed, stats written
             previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         start = time.monotonic_ns()
+        self.vcpu_tid, self.started_ns = threading.get_native_id(), start
         if self.display is not None:
             self.display.start()
         for thread in self.device_threads:
@@ -582,6 +592,8 @@ class Machine:
         self._threads_running = True
         if self.monitor is not None:
             self.monitor.start()
+        if self.sampler is not None:
+            self.sampler.start()
         for transport, _ in self._transports:
             self._sync_ioeventfds(transport)
         # stdin for COM1 (or a -chardev stdio console); on a terminal in raw mode, with Ctrl-A x to quit
@@ -605,6 +617,8 @@ class Machine:
             if self.display is not None:
                 self.display.stop()
             self.wall_ns = time.monotonic_ns() - start
+            if self.sampler is not None:
+                self.sampler.stop()  # its last sample: the run's end
             self.accel.sync_dirty_log(final=True)
             kicker.stop()
             self.uart.flush()
@@ -776,6 +790,7 @@ class Machine:
             print("emu: guest halted with interrupts disabled; nothing can wake it", file=sys.stderr)
             return False
         start = time.monotonic_ns()
+        self.halted = (self.idle_ns, start)
         while self.exit_status is None:
             with self.lock:
                 self._service_devices()
@@ -786,6 +801,7 @@ class Machine:
             self._wake.wait(timeout)
             self._wake.clear()
         self.idle_ns += time.monotonic_ns() - start
+        self.halted = None
         self.vcpu.stats.idle_ns = self.idle_ns
         return True
 
