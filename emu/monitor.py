@@ -146,6 +146,16 @@ def _info_balloon(mon: Monitor, args: list[str]) -> str:
     return f"balloon: actual={actual // MiB}\n"
 
 
+def _info_stats(mon: Monitor, args: list[str]) -> str:  # the JSON form only, for emu top (emu.liveview)
+    import json
+
+    from .liveview import snapshot
+
+    if args != ["json"]:
+        raise UsageError("info stats: only 'info stats json' so far")
+    return json.dumps(snapshot(mon.machine), separators=(",", ":")) + "\n"
+
+
 COMMANDS: list[Command] = [
     Command("help|?", "[cmd]", "show the help", _help),
     Command("info", "[subcommand]", "show various information about the system state", _info),
@@ -156,6 +166,7 @@ COMMANDS: list[Command] = [
 INFO_COMMANDS: list[Command] = [
     Command("balloon", "", "show balloon information", _info_balloon),
     Command("status", "", "show the current VM status (running|paused)", _info_status),
+    Command("stats", "json", "show the counters of emu.liveview.snapshot as one line of JSON", _info_stats),
 ]
 
 

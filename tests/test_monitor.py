@@ -76,7 +76,8 @@ def test_errors_in_qemus_words(machine: Machine) -> None:
     assert "balloon target -- request VM to change its memory allocation (in MB)" in monitor.execute("help")
     assert monitor.execute("?") == monitor.execute("help")
     assert monitor.execute("info") == ("info balloon -- show balloon information\n"
-                                       "info status -- show the current VM status (running|paused)\n")  # fmt: skip
+                                       "info status -- show the current VM status (running|paused)\n"
+                                       "info stats json -- show the counters of emu.liveview.snapshot as one line of JSON\n")  # fmt: skip
 
 
 def test_no_balloon_device(tmp_path: Path) -> None:
