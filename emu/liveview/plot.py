@@ -165,9 +165,11 @@ class Panel:
             share = value / self.y_max
         return self.top + self.height - round(self.height * min(1.0, share))
 
-    def frame(self, title: str) -> None:
+    def frame(self, title: str, scale: bool = True) -> None:
         c = self.canvas
-        ticks = [10**k for k in range(1, 10) if 10**k <= self.y_max] if self.log else _ticks(self.y_max, 5)[1:]
+        ticks = [10**k for k in range(1, 10) if 10**k <= self.y_max] if self.log else _ticks(self.y_max, 6)[1:]
+        if not scale:
+            ticks = []
         for value in ticks:
             y = self.y(value)
             c.line(self.left, y, self.left + self.width, y, GRID)
@@ -183,20 +185,21 @@ class Panel:
         c.line(self.left, self.top + self.height, self.left + self.width, self.top + self.height, AXIS)
         c.text(self.left, self.top - 12, title, BLACK)
 
-    def draw(self, series: Series) -> None:
+    def draw(self, series: Series, width: int = 2) -> None:
         points = [(self.x(t), self.y(v)) for t, v in series.points]
         for (x0, y0), (x1, y1) in pairwise(points):
-            self.canvas.line(x0, y0, x1, y1, series.colour, width=2)
+            self.canvas.line(x0, y0, x1, y1, series.colour, width=width)
         if len(points) == 1:  # a single interval: a short mark, not nothing
             x, y = points[0]
             self.canvas.fill(x - 2, y - 1, x + 2, y + 1, series.colour)
 
     def legend(self, entries: list[Series]) -> None:
-        x = self.left + self.width - max(text_width(s.label) for s in entries) - 24
-        for i, s in enumerate(entries):
-            y = self.top + 6 + 12 * i
+        """One row above the frame's right end: a box of each colour and its label."""
+        x = self.left + self.width - sum(text_width(s.label) + 30 for s in entries)
+        y = self.top - 12
+        for s in entries:
             self.canvas.fill(x, y, x + 11, y + 6, s.colour)
-            self.canvas.text(x + 16, y, s.label, BLACK)
+            x = self.canvas.text(x + 16, y, s.label, BLACK) + 14
 
 
 def _ticks(top: float, most: int) -> list[float]:
@@ -225,8 +228,8 @@ def render(history: list[dict], width: int = 900, height: int = 660) -> Canvas:
     peak = max([v for s in exits for _, v in s.points] + [1.0])
     panels[0].y_max, panels[0].log = peak, True
     panels[0].frame("exits/s by reason (log scale)")
-    for s in exits:
-        panels[0].draw(s)
+    for i, s in enumerate(exits):  # the busiest first and thickest: equal rates (hlt, interrupt) show as stripes
+        panels[0].draw(s, width=1 + len(exits) - i)
     if exits:
         panels[0].legend(exits)
     if tlb is not None:
@@ -234,7 +237,7 @@ def render(history: list[dict], width: int = 900, height: int = 660) -> Canvas:
         panels[1].frame("tlb fills/s (emu's shadow mmu)")
         panels[1].draw(tlb)
     else:
-        panels[1].frame("tlb fills/s")
+        panels[1].frame("tlb fills/s", scale=False)
         why = "no counters (--mmu unicorn)"
         if accel == "kvm":
             why = "kvm: the hardware or kvm fills the tlb, unseen by emu"
