@@ -37,7 +37,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="emu", description="x86 PC emulator with two accelerators: tcg (Unicorn) and kvm (/dev/kvm).")
+    p = _Parser(prog="emu", description="x86 PC emulator with two accelerators: tcg (Unicorn) and kvm (/dev/kvm).",
+                epilog="Other commands: emu trace|diff|fuzz ... (differential testing), emu top unix:PATH (the live "
+                       "view of a running emu through its -monitor socket; emu top --help).")  # fmt: skip
     p.add_argument("image", metavar="IMAGE", nargs="?",
                    help="a multiboot v1 kernel (ELF32, as qemu -kernel takes), a Linux bzImage, an ELF kernel with a "
                         "Xen PVH entry note (vmlinux), or a raw disk image to boot through the BIOS, as "
@@ -66,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a host network backend for a NIC: tap,id=ID,ifname=TAP[,script=no] or "
                         "socket,id=ID,udp=HOST:PORT,localaddr=HOST:PORT | listen=[HOST]:PORT | connect=HOST:PORT")  # fmt: skip
     p.add_argument("-monitor", "--monitor", metavar="unix:PATH,server=on,wait=off",
-                   help="QEMU's human monitor (emu.monitor: help, info status, info balloon, balloon MiB, quit) "
+                   help="QEMU's human monitor (emu.monitor: help, info status, info balloon, info stats json, balloon MiB, "
+                        "quit; python -m emu top reads it) "
                         "on a Unix socket; server,nowait is accepted too")  # fmt: skip
     p.add_argument("--accel", choices=("tcg", "kvm"), default="tcg", help="how to run guest code (default tcg)")
     p.add_argument("--irqchip", choices=("user", "kernel"), default="user",

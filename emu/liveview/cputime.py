@@ -28,6 +28,12 @@ What the split shows, per interval, in % of one CPU (as top's %CPU of a process)
 - idle: wall time the vCPU was halted (Machine.idle_ns): the guest executed `hlt` and emu sleeps.
 - steal: the host's `steal` over all its CPU time (all CPUs), as top's `st`.
 
+Measured on this project's hosts, whose /dev/kvm is the nested kvm_pvm (shared/notes/host-kvm.md):
+a CPL0 `jmp $` on kvm shows 0% guest_time and ~99% emulator *sys*, while emu's clock says it was
+in KVM_RUN all along: the host kernel emulates CPL0 code instruction by instruction, in kernel
+mode, outside guest mode. A ring-3 loop runs natively, and its second in KVM_RUN is a second of
+guest_time (and of utime). On VT-x/AMD-V hardware both would be guest time.
+
 Sources: proc(5) (man7.org, /proc/pid/stat fields 14, 15, 43; /proc/stat), kernel
 Documentation/filesystems/proc.rst §1.8, kernel/sched/cputime.c (account_guest_time).
 """
