@@ -32,7 +32,12 @@ Measured on this project's hosts, whose /dev/kvm is the nested kvm_pvm (shared/n
 a CPL0 `jmp $` on kvm shows 0% guest_time and ~99% emulator *sys*, while emu's clock says it was
 in KVM_RUN all along: the host kernel emulates CPL0 code instruction by instruction, in kernel
 mode, outside guest mode. A ring-3 loop runs natively, and its second in KVM_RUN is a second of
-guest_time (and of utime). On VT-x/AMD-V hardware both would be guest time.
+guest_time (and of utime). On VT-x/AMD-V hardware both would be guest time. With --irqchip
+kernel, `hlt` sleeps inside KVM_RUN: emu's clock counts the sleep as guest and sees no idle, the
+kernel's guest_time (rightly) counts nothing.
+
+Resolution: /proc counts whole ticks, so each figure is good to 1/CLK_TCK (10 ms) per interval:
++-1% over a second, +-4% over 0.25 s, and noise over the last, short interval of a run.
 
 Sources: proc(5) (man7.org, /proc/pid/stat fields 14, 15, 43; /proc/stat), kernel
 Documentation/filesystems/proc.rst §1.8, kernel/sched/cputime.c (account_guest_time).

@@ -95,6 +95,7 @@ def format_lines(r: dict) -> str:
     """--stats live: three lines per interval, each starting with the run's time."""
     exits = "  ".join(f"{reason} {human(v)}" for reason, v in r["exits"].items()) or "none"
     stamp = f"live {r['uptime_s']:7.1f}s" if r["uptime_s"] is not None else "live"
+    stamp += f" ({r['interval_s']:.2f}s)"  # the run's last interval is usually shorter: noisier
     pad = " " * len(stamp)
     return (f"{stamp}  exits/s: {exits}  (total {human(r['exits_total'])})\n"
             f"{pad}  {counters_line(r)}\n"

@@ -161,4 +161,7 @@ class Sampler:
             if len(self.history) > MAX_HISTORY:
                 self.history[:] = self.history[:-1:2] + self.history[-1:]  # every other, the newest kept
         if previous is not None and self.on_sample is not None:
-            self.on_sample(previous, current)
+            try:
+                self.on_sample(previous, current)
+            except (OSError, ValueError):  # stderr gone (a closed pipe), an interval of no length
+                self.errors += 1
