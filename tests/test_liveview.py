@@ -10,6 +10,7 @@ the run to end, and with no timer armed it never does).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -116,7 +117,7 @@ def png_pixels(data: bytes) -> tuple[int, int, bytes]:
         assert crc == zlib.crc32(kind + body), f"bad CRC in {kind}"
         chunks.append((kind, body))
         offset += 12 + length
-    assert [k for k, _ in chunks][0] == b"IHDR" and chunks[-1] == (b"IEND", b"")
+    assert chunks[0][0] == b"IHDR" and chunks[-1] == (b"IEND", b"")
     width, height, depth, colour, compression, filtering, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
     assert (depth, colour, compression, filtering, interlace) == (8, 2, 0, 0, 0)
     raw = zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"))
@@ -131,7 +132,7 @@ def colour_counts(pixels: bytes) -> Counter:
 
 
 def live_blocks(stderr: str) -> list[str]:
-    return re.findall(r"^live .*?(?=^live |^emu statistics)", stderr, flags=re.M | re.S)
+    return re.findall(r"^live .*?(?=^live |^emu statistics)", stderr, flags=re.MULTILINE | re.DOTALL)
 
 
 @pytest.mark.parametrize("accel", ACCELS)
@@ -215,10 +216,10 @@ def test_busy_guest_is_mostly_guest_and_seen_while_it_runs(guests: dict[str, Pat
         history = machine.sampler.samples()
     finally:
         machine.close()
-    middle = [s for s in history[1:-1]]
+    middle = history[1:-1]
     assert len(middle) >= 3
-    assert all(b["guest_ns"] > a["guest_ns"] for a, b in zip(middle, middle[1:]))
-    assert all(b["instructions"] > a["instructions"] for a, b in zip(middle, middle[1:]))
+    assert all(b["guest_ns"] > a["guest_ns"] for a, b in itertools.pairwise(middle))
+    assert all(b["instructions"] > a["instructions"] for a, b in itertools.pairwise(middle))
     split = whole_run(history)["time"]
     assert split["guest"] > 60 and split["guest"] > 3 * (split["user"] + split["sys"]), split
     assert split["idle"] == 0
@@ -232,11 +233,12 @@ def test_kvm_guest_time_from_proc_moves() -> None:
     """/proc's guest_time of the thread in KVM_RUN, for 64-bit ring-3 code in a loop: KVM runs it
     in guest mode (on this project's kvm_pvm hosts CPL0 code is emulated by the host kernel and
     shows as system time instead; ring 3 runs natively there too). utime includes it (proc(5))."""
+    from guestenv import RecordingIo
+
     from emu.accel import MemoryRegion, Segment
     from emu.difftest.environment import USER_CS, USER_DS, long_mode_state
     from emu.kvm_accel import KvmAccelerator
     from emu.memory import GuestMemory
-    from guestenv import RecordingIo
 
     memory = GuestMemory(4 << 20)
     accel = KvmAccelerator()
@@ -302,7 +304,7 @@ def test_top_batch_reads_a_running_emu(tmp_path: Path, guests: dict[str, Path], 
     blocks = result.stdout.strip().split("\n\n")
     assert len(blocks) == 2 and all(b.startswith(f"emu top - {accel}, pid {proc.pid}") for b in blocks)
     for block in blocks:
-        io = re.search(r"^ io\s+(\d+)\s+[\d.]+\s+(\S+)$", block, flags=re.M)
+        io = re.search(r"^ io\s+(\d+)\s+[\d.]+\s+(\S+)$", block, flags=re.MULTILINE)
         assert io and int(io.group(1)) > 0 and io.group(2) not in ("0", "-"), block  # io exits, per second
         interval = float(re.search(r"interval ([\d.]+) s", block).group(1))
         assert "cpu %: guest" in block and 0.29 <= interval < 3, block  # -d 0.3, and a monitor reply's delay
