@@ -320,6 +320,9 @@ class ExitStats:
     guest_ns: int = 0
     idle_ns: int = 0
     instructions: int | None = None  # known on tcg only
+    # While guest code runs: (guest_ns before this run, monotonic ns at its start), one tuple so
+    # that another thread reads both at once (emu.liveview.sampler); None between runs.
+    running: tuple[int, int] | None = None
 
     def count(self, reason: ExitReason, elapsed_ns: int = 0) -> None:
         self.counts[reason] += 1

@@ -1,5 +1,8 @@
 """Command line: `python -m emu --accel tcg|kvm [-m MiB] [--append CMDLINE] IMAGE`.
 
+Subcommands: `trace`, `diff`, `fuzz` (emu.difftest) and `top` (emu.liveview.top: the live view of
+a running emu through its monitor socket).
+
 Exit status, as QEMU's isa-debug-exit defines it: a guest write of V to port 0xf4 ends the run
 with (V << 1) | 1 (always odd). emu's own statuses are even: 0 when the guest stops by itself
 (hlt with interrupts off, an ACPI power-off, a reset with -no-reboot), 2 for bad input or an
@@ -17,6 +20,8 @@ from pathlib import Path
 
 from . import __version__
 from .errors import EmuError, GuestError
+from .liveview import write_plot
+from .liveview.rates import format_lines, rates
 from .monitor import parse_monitor
 from .stats import report_json, report_table
 from .terminal import parse_escape
@@ -32,7 +37,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="emu", description="x86 PC emulator with two accelerators: tcg (Unicorn) and kvm (/dev/kvm).")
+    p = _Parser(prog="emu", description="x86 PC emulator with two accelerators: tcg (Unicorn) and kvm (/dev/kvm).",
+                epilog="Other commands: emu trace|diff|fuzz ... (differential testing), emu top unix:PATH (the live "
+                       "view of a running emu through its -monitor socket; emu top --help).")  # fmt: skip
     p.add_argument("image", metavar="IMAGE", nargs="?",
                    help="a multiboot v1 kernel (ELF32, as qemu -kernel takes), a Linux bzImage, an ELF kernel with a "
                         "Xen PVH entry note (vmlinux), or a raw disk image to boot through the BIOS, as "
@@ -61,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a host network backend for a NIC: tap,id=ID,ifname=TAP[,script=no] or "
                         "socket,id=ID,udp=HOST:PORT,localaddr=HOST:PORT | listen=[HOST]:PORT | connect=HOST:PORT")  # fmt: skip
     p.add_argument("-monitor", "--monitor", metavar="stdio|unix:PATH,server=on,wait=off",
-                   help="QEMU's human monitor (emu.monitor: info registers|tlb|pic|lapic|irq|pci|virtio|mtree|stats, "
+                   help="QEMU's human monitor (emu.monitor: info registers|tlb|pic|lapic|irq|pci|virtio|mtree|stats [json], "
                         "x, xp, stop, cont, system_reset, quit; `help` lists them) on the terminal or a Unix socket "
                         "(server,nowait is accepted too); on a terminal Ctrl-A c switches to it anyway")  # fmt: skip
     p.add_argument("-S", dest="start_paused", action="store_true",
@@ -87,7 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="kvm: log the pages the guest writes (KVM_GET_DIRTY_LOG); counts in --stats")
     p.add_argument("-no-reboot", "--no-reboot", dest="no_reboot", action="store_true",
                    help="a guest's reset (reboot) ends emu with status 0 instead of restarting the guest, as QEMU's")
-    p.add_argument("--stats", action="store_true", help="print exits, instructions and time at exit")
+    p.add_argument("--stats", nargs="?", const="table", default=None, metavar="live",
+                   help="print exits, instructions and time at exit; --stats live also prints, every interval, "
+                        "exits/s by reason, instructions/s, TLB fills/s, interrupts/s and the CPU time split "
+                        "(guest, emulator user/sys, idle, host steal) to stderr, as kvm_stat and top do")  # fmt: skip
+    p.add_argument("--stats-interval", type=float, default=1.0, metavar="SECONDS",
+                   help="the interval of --stats live and of --plot's samples (default 1)")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="write a PNG of exits/s, TLB fills/s and interrupts/s over the run at exit")
     p.add_argument("--stats-json", metavar="PATH", help="write the same statistics as JSON")
     p.add_argument("--version", action="version", version=f"emu {__version__}")
     return p
@@ -164,15 +178,39 @@ def parse_drive(spec: str) -> dict[str, str]:
     return options
 
 
+def parse_stats(args: argparse.Namespace) -> bool:
+    """`--stats` alone is the table at exit, `--stats live` adds the live view: True then. The
+    word after --stats is the image when it is not `live` (`emu --stats IMAGE` as before)."""
+    if args.stats not in (None, "table", "live"):
+        if args.image is not None:
+            raise EmuError(f"--stats {args.stats}: --stats takes 'live' or nothing")
+        args.image, args.stats = args.stats, "table"
+    if not args.stats_interval > 0:
+        raise EmuError(f"--stats-interval {args.stats_interval:g}: the interval must be above 0 s")
+    if args.plot is not None and not args.plot:
+        raise EmuError("--plot: give a file name (FILE.png)")
+    return args.stats == "live"
+
+
+def _print_live(before: dict, after: dict) -> None:
+    """--stats live: one block per interval on stderr (stdout is the guest's COM1)."""
+    print(format_lines(rates(before, after)), file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("trace", "diff", "fuzz"):  # the differential-testing commands (emu.difftest)
         from .difftest.cli import COMMANDS
 
         return COMMANDS[argv[0]](argv[1:])
+    if argv and argv[0] == "top":  # the live view of another emu, through its monitor (emu.liveview.top)
+        from .liveview.top import main as top_main
+
+        return top_main(argv[1:])
     args = build_parser().parse_args(argv)
     machine = None
     try:
+        live = parse_stats(args)
         from .machine import Machine, MachineConfig
 
         drives = [parse_drive(spec) for spec in args.drive]
@@ -192,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             escape = parse_escape(args.echr)
         except ValueError as error:
             raise EmuError(str(error)) from None
+        sample_interval = args.stats_interval if live or args.plot or args.monitor else None  # emu.liveview
         config = MachineConfig(kernel=image, accel=args.accel, memory_mib=parse_memory(args.memory),
                                append=args.append, count_instructions=args.stats or bool(args.stats_json),
                                display_name=args.image, modules=parse_modules(args.initrd),
@@ -202,8 +241,11 @@ def main(argv: list[str] | None = None) -> int:
                                netdevs=args.netdev, chardevs=args.chardev, ioeventfd=args.ioeventfd == "on",
                                irqchip=args.irqchip, escape_char=escape, no_reboot=args.no_reboot,
                                start_paused=args.start_paused,
-                               monitor=parse_monitor(args.monitor) if args.monitor else None)  # fmt: skip
+                               monitor=parse_monitor(args.monitor) if args.monitor else None,
+                               sample_interval=sample_interval)  # fmt: skip
         machine = Machine(config)
+        if live:
+            machine.sampler.on_sample = _print_live
         status = machine.run()
     except (EmuError, GuestError) as err:
         print(f"emu: {err}", file=sys.stderr)
@@ -213,6 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     if machine is not None:
         if args.stats:
             print(report_table(machine), file=sys.stderr)
+        if args.plot and machine.sampler is not None:
+            try:
+                write_plot(machine.sampler.samples(), args.plot)
+            except OSError as error:
+                print(f"emu: --plot {args.plot}: {error.strerror or error}", file=sys.stderr)
+                status = status or 2
         if args.stats_json:
             report_json(machine, Path(args.stats_json))
         machine.close()

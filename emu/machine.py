@@ -70,6 +70,7 @@ from .devices.virtio.iothread import DeviceThread
 from .monitor import BANNER, Monitor, MonitorServer
 from .monitor.server import STDIO
 from .runstate import RunControl, RunState
+from .liveview.sampler import Sampler
 from .devices.virtio.legacy import QUEUE_NOTIFY as LEGACY_QUEUE_NOTIFY
 from .devices.virtio.net import DEFAULT_MAC, VirtioNet, parse_mac
 from .net import NetBackend, parse_netdev
@@ -130,6 +131,7 @@ class MachineConfig:
     chardevs: list[str] = field(default_factory=list)  # -chardev socket,id=ID,path=PATH,...: for virtio-console
     monitor: str | None = None  # -monitor unix:PATH,server=on,wait=off: the socket's path, or "stdio" (emu.monitor)
     start_paused: bool = False  # -S: the vCPU waits for the monitor's `cont` (or gdb's) before its first instruction
+    sample_interval: float | None = None  # snapshots of the counters every so many s (emu.liveview)
     no_reboot: bool = False  # -no-reboot: a guest's reset ends the run (status 0) instead of restarting it
 
 
@@ -205,8 +207,12 @@ class Machine:
     resets: int = 0  # system resets the guest asked for and got (a reboot)
     _fatal: GuestError | None = None
     idle_ns: int = 0
-    wall_ns: int = 0  # the run's length, once it is over
-    started_ns: int = 0  # when the run started (monotonic)
+    wall_ns: int = 0
+    # For views from other threads (emu.liveview): the vCPU thread's kernel id (/proc/self/task),
+    # when run() began (monotonic ns), and while halted (idle_ns before this halt, its start)
+    vcpu_tid: int | None = None
+    started_ns: int | None = None
+    halted: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -272,8 +278,8 @@ class Machine:
         self.paused_ns = 0
         self.hmp = Monitor(self)  # on the socket (-monitor unix:), the terminal (-monitor stdio, Ctrl-A c)
         self.monitor = MonitorServer(self.hmp, cfg.monitor) if cfg.monitor and cfg.monitor != STDIO else None
-        self.vcpu_native_id: int | None = None  # the vCPU thread's id, as `info cpus` and /proc show it
-        self.halted = False  # the guest waits in `hlt` for an interrupt
+        # --stats live, --plot, -monitor (its snapshots): the counters' history (emu.liveview)
+        self.sampler = Sampler(self, cfg.sample_interval) if cfg.sample_interval else None
 
     def _load_guest(self) -> CpuState:
         """Put the guest in RAM and return the vCPU's first state: at power-on and at every reset."""
@@ -585,7 +591,8 @@ class Machine:
         previous = {}
         if _main_thread():  # SIGINT, SIGTERM and SIGHUP end the run cleanly: output flushed, stats written
             previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-        start = self.started_ns = time.monotonic_ns()
+        start = time.monotonic_ns()
+        self.vcpu_tid, self.started_ns = threading.get_native_id(), start
         if self.display is not None:
             self.display.start()
         for thread in self.device_threads:
@@ -595,6 +602,8 @@ class Machine:
         self._threads_running = True
         if self.monitor is not None:
             self.monitor.start()
+        if self.sampler is not None:
+            self.sampler.start()
         for transport, _ in self._transports:
             self._sync_ioeventfds(transport)
         # stdin for COM1 (or a -chardev stdio console); on a terminal in raw mode, with Ctrl-A x to quit
@@ -620,6 +629,8 @@ class Machine:
             if self.display is not None:
                 self.display.stop()
             self.wall_ns = time.monotonic_ns() - start
+            if self.sampler is not None:
+                self.sampler.stop()  # its last sample: the run's end
             self.accel.sync_dirty_log(final=True)
             kicker.stop()
             self.uart.flush()
@@ -653,7 +664,6 @@ class Machine:
 
     def _loop(self, kicker: Kicker) -> int:
         vcpu, lock = self.vcpu, self.lock
-        self.vcpu_native_id = threading.get_native_id()
         self.control.start()
         try:
             return self._run_loop(vcpu, lock, kicker)
@@ -818,12 +828,13 @@ class Machine:
             print("emu: guest halted with interrupts disabled; nothing can wake it", file=sys.stderr)
             return False
         start = time.monotonic_ns()
-        self.halted = True
+        self.halted = (self.idle_ns, start)
         while self.exit_status is None:
             if kicker is not None and self.control.pending():
                 paused, resets = self.paused_ns, self.resets
                 self._checkpoint(kicker)
                 start += self.paused_ns - paused  # counted once, as paused time
+                self.halted = (self.idle_ns, start)
                 if self.resets != resets:  # the monitor's system_reset: a CPU after RESET is not halted
                     break
             with self.lock:
@@ -834,8 +845,8 @@ class Machine:
             timeout = None if deadline is None else max(0, deadline - time.monotonic_ns()) / 1e9
             self._wake.wait(timeout)
             self._wake.clear()
-        self.halted = False
         self.idle_ns += time.monotonic_ns() - start
+        self.halted = None
         self.vcpu.stats.idle_ns = self.idle_ns
         return True
 

@@ -191,10 +191,12 @@ class KvmVCpu(VCpu):
                 run.cr8 = apic.cr8
             self._in_kvm_run = True
             start = clock()
+            stats.running = (stats.guest_ns, start)
             result = libc_ioctl(fd, api.KVM_RUN, None)
             entered = clock()
             self._in_kvm_run = False
             stats.guest_ns += entered - start
+            stats.running = None
             self._exit_flags_valid, self._injected = True, False
             if apic is not None:
                 self._sync_apic(apic)

@@ -179,10 +179,15 @@ def _xp(mon: Monitor, args: list[str]) -> str:
 def _plot(mon: Monitor, args: list[str]) -> str:
     if len(args) != 1:
         raise UsageError("plot: expects a file name")
-    writer = getattr(mon.machine, "write_plot", None)
-    if writer is None:
-        raise MonitorError("no live statistics are sampled in this run")
-    writer(args[0])
+    from ..liveview import write_plot
+
+    sampler = mon.machine.sampler
+    if sampler is None:
+        raise MonitorError("no counters are sampled in this run (give -monitor, --stats live or --plot)")
+    try:
+        write_plot(sampler.samples(), args[0])
+    except OSError as error:
+        raise MonitorError(f"{args[0]}: {error.strerror}") from None
     return ""
 
 
@@ -195,6 +200,7 @@ COMMANDS: list[Command] = [
     Command("cont|c", "", "resume emulation", _cont, on_vcpu=False),
     Command("system_reset", "", "reset the system", _system_reset),
     Command("balloon", "target", "request VM to change its memory allocation (in MB)", _balloon),
+    Command("plot", "file.png", "write a PNG of exits, TLB fills and interrupts per second so far", _plot),
     Command("quit|q", "", "quit the emulator", _quit, on_vcpu=False),
 ]
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from typing import TYPE_CHECKING
 
 from ..accel import EFER_LMA, RFLAGS_IF, CpuState, Segment
@@ -115,7 +114,7 @@ def _info_registers(mon: Monitor, args: list[str]) -> str:
 def _info_cpus(mon: Monitor, args: list[str]) -> str:
     machine = mon.machine
     state = machine.vcpu.get_state(msrs=False)
-    thread = machine.vcpu_native_id or threading.get_native_id()
+    thread = machine.vcpu_tid or threading.get_native_id()
     status = machine.control.state.value if machine.control.stopped else ("halted" if machine.halted else "running")
     return f"* CPU #0: pc=0x{state.rip:016x} ({status}) thread_id={thread}\n"
 
@@ -431,11 +430,10 @@ def _info_stats(mon: Monitor, args: list[str]) -> str:
     from .. import stats
 
     machine = mon.machine
-    if args and args[0] == "json":
-        snapshot = getattr(stats, "snapshot", None)
-        data = snapshot(machine) if snapshot is not None else stats.collect(machine)
-        data.setdefault("monotonic_ns", time.monotonic_ns())
-        return json.dumps(data) + "\n"
+    if args and args[0] == "json":  # one line: the counters `python -m emu top` turns into rates
+        from ..liveview import snapshot
+
+        return json.dumps(snapshot(machine)) + "\n"
     if args:
         raise UsageError("info stats: [json]")
     return stats.report_table(machine) + "\n"

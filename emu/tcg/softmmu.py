@@ -114,6 +114,10 @@ class SoftMmu:
     untracked_code: bool = True  # code may have been translated without a recorded fill
     code_flushes_avoided: int = 0  # host writes that needed no flush of translated code
     _c_walk_counters: tuple[int, int, int] = (0, 0, 0)  # the C front's (walks, uncached, A/D writes) seen
+    # Fills that reached Python (_fill). With the C front's own hits and walks, a count of all fills
+    # that another thread may read while the guest runs (emu.liveview): `counters` folds the C
+    # front's numbers into the shadow table's as it reads them, which only the vCPU thread may do.
+    python_fills: int = 0
 
     def __post_init__(self) -> None:
         self._raw = self.ctx.raw  # the state a fill reads: this context, saved per fill, or the C front's
@@ -166,6 +170,16 @@ class SoftMmu:
             self._c_walk_counters = walked
         return counters
 
+    def fills_so_far(self) -> tuple[int, int, int]:
+        """(fills answered by the C front, fills that reached Python, #PF delivered), readable from
+        another thread while the guest runs: C's hit and walk counters are plain loads of C
+        uint64s, the others plain ints only the vCPU thread writes. Not `counters`, which folds.
+        The reader must be done before close() frees the C front."""
+        front, in_c = self.front, 0
+        if front is not None and front.handle:
+            in_c = front.hits + front.walk_counters[0]
+        return in_c, self.python_fills, self.shadow.counters.page_faults
+
     def _uncached_fills(self) -> int:
         """Uncached fills so far, Python's and the C front's (cheaper than `counters`: after every run)."""
         fills = self.shadow.counters.uncached_fills
@@ -197,6 +211,7 @@ class SoftMmu:
 
     # the hook --------------------------------------------------------------------------------
     def _fill(self, _uc: int, vaddr: int, access_type: int, entry_address: int, _ud: int) -> bool:
+        self.python_fills += 1
         if entry_address != self._entry_address:
             self._entry_address = entry_address
             self._entry = TlbEntry.from_address(entry_address)

@@ -457,6 +457,7 @@ class TcgVCpu(VCpu):
                 # clears it; emu does before the next instruction runs (it matters only for
                 # instruction breakpoints, which the next instruction may then not skip).
                 self._set_reg(UC_X86_REG_RFLAGS, rflags & ~RFLAGS_RF)
+            self.stats.running = (self.stats.guest_ns, start)
             try:
                 self.uc.emu_start(self._reg(UC_X86_REG_RIP), UNTIL, count=budget)
                 error = None
@@ -465,6 +466,7 @@ class TcgVCpu(VCpu):
             finally:
                 self._running = False
                 self.stats.guest_ns += _ns() - start - self._handler_ns
+                self.stats.running = None
                 self._fold_io_counts()
                 self._run_deferred_invalidations()
                 if self._rom_step:
@@ -763,6 +765,26 @@ class TcgVCpu(VCpu):
             pending, self._deferred_invalidations = self._deferred_invalidations, []
             for address, size in pending:
                 self._invalidate_code(address, size)
+
+    def instructions_so_far(self) -> int | None:
+        """The instruction count now, also during a run and from another thread (emu.liveview):
+        block_count.c's counter is read through ctypes, a plain load of a C uint64."""
+        counter = self._counter
+        return counter.instructions if counter is not None else self.stats.instructions
+
+    def guest_ns_so_far(self, now_ns: int) -> int:
+        """Guest time up to `now_ns` (monotonic), the run in progress included less its hooks so
+        far, as run() will count it: for other threads (emu.liveview)."""
+        running = self.stats.running
+        if running is None:
+            return self.stats.guest_ns
+        return running[0] + max(0, now_ns - running[1] - self._handler_ns)
+
+    def io_exits_so_far(self) -> int:
+        """Port IO served so far, with those of the run in progress (folded into stats at its
+        end). From another thread the sum can miss one run's IO for one look (read between the
+        fold's two stores), never count it twice."""
+        return self.stats.counts[ExitReason.IO] + self._io_count
 
     def _fold_io_counts(self) -> None:
         if self._counter is not None:
