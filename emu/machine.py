@@ -40,6 +40,7 @@ dead guest (status 4, with the fault chain), where QEMU would reset (or exit, wi
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import sys
@@ -589,8 +590,10 @@ class Machine:
             vcpu = self.vcpu
             self.clock.on_armed = lambda deadline: vcpu.deadline_moved_earlier(deadline) if self._in_guest else None
         previous = {}
+        watcher = None
         if _main_thread():  # SIGINT, SIGTERM and SIGHUP end the run cleanly: output flushed, stats written
             previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+            watcher = _SignalWatcher(self.vcpu)
         start = time.monotonic_ns()
         self.vcpu_tid, self.started_ns = threading.get_native_id(), start
         if self.display is not None:
@@ -639,6 +642,8 @@ class Machine:
             for disk in self.disks:
                 disk.flush()
             self._write_screendump()
+            if watcher is not None:
+                watcher.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
@@ -870,6 +875,36 @@ class Machine:
             self.firmware.close()
         if self.bios_tables is not None:
             self.bios_tables.close()
+
+
+class _SignalWatcher:
+    """Python runs a signal's handler on the main thread between two bytecodes, and the main
+    thread is the vCPU's: inside emu_start (Unicorn's C loop) it runs none, so a guest that spins
+    with no timer armed would never see SIGTERM. CPython's own C handler also writes the signal's
+    number to a wakeup fd (signal.set_wakeup_fd); this thread waits on that fd and kicks the vCPU,
+    which stops at the next block boundary, and the handler then runs (and ends the run)."""
+
+    def __init__(self, vcpu: VCpu) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        self._previous = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        self._vcpu = vcpu
+        threading.Thread(target=self._watch, name="emu-signals", daemon=True).start()
+
+    def _watch(self) -> None:
+        while True:
+            try:
+                data = os.read(self._read, 64)
+            except OSError:
+                return
+            if not data:
+                os.close(self._read)
+                return
+            self._vcpu.kick()
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self._previous)
+        os.close(self._write)  # the thread reads EOF, closes its end and ends
 
 
 @dataclass

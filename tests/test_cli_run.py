@@ -97,3 +97,25 @@ def test_cli_hlt_ends_the_run_with_one_line(tmp_path: Path, options: tuple[str, 
     image.write_bytes(build_multiboot_elf(bytes.fromhex("fa f4")))  # cli; hlt
     result = run(*options, str(image))
     assert result.returncode == 0 and result.stderr == "emu: guest halted with interrupts disabled; nothing can wake it\n"
+
+
+@pytest.mark.parametrize("accel", ACCELS)
+def test_sigterm_ends_a_guest_that_spins_with_no_timer(tmp_path: Path, accel: str) -> None:
+    """`jmp $` with no timer armed: on tcg the main thread never leaves Unicorn's C loop by
+    itself, so Python would never run the signal handler; the wakeup-fd watcher kicks it out."""
+    import signal
+    import time
+
+    image = tmp_path / "spin.elf"
+    image.write_bytes(build_multiboot_elf(bytes.fromhex("ebfe")))  # jmp $
+    proc = subprocess.Popen([sys.executable, "-m", "emu", "--accel", accel, str(image)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        time.sleep(1.5)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 143
+        assert b"Traceback" not in proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
