@@ -152,6 +152,8 @@ def block(command: str, observe: str, attributes: str = "") -> str:
     ("echo io 5; exit 3", r"^io", "status=1", "exit status 3, expected 1"),
     ("sleep 5", r"x", "timeout=0.5", "timed out after 0.5 s"),
     ("echo io 5", r"^io (\d+)  where $nothing > 1", "", "$nothing is not set"),
+    ("printf 'fd 4\\nfd 7\\n'", r"^fd (\d+)$  where $1 > 7", "", "nor for any other match"),
+    ("printf 'fd 4\\nfd 7\\n'", r"!^fd (\d+)$  where $1 == 7", "", "matched 'fd 7' ($1=7), which it must not"),
 ])  # fmt: skip
 def test_a_check_that_must_fail_does(tmp_path: Path, command: str, observe: str, attributes: str, why: str) -> None:
     (result,) = _run(tmp_path, block(command, observe, attributes))
@@ -161,8 +163,10 @@ def test_a_check_that_must_fail_does(tmp_path: Path, command: str, observe: str,
 
 def test_checks_that_hold_pass(tmp_path: Path) -> None:
     text = (block("printf 'mmio 225\\nio 7\\n'", "^mmio\\s+(?P<mmio_off>\\d+)$\n!^hlt\\s+\\d+\n^io 0*7$")
-            + block("echo 'mmio 125'; echo 'x=0x10'; exit 1", "^mmio (\\d+)  where $mmio_off - $1 == 100\n"
-                    "x=(0x[0-9a-f]+)  where $1 == 16 and $1 >= 16 or $1 < 0", "status=1,3"))  # fmt: skip
+            + block("echo 'mmio 125'; echo 'x=0x10'; printf 'fd 4\\nfd 7\\n'; exit 1",
+                    "^mmio (\\d+)  where $mmio_off - $1 == 100\n"
+                    "x=(0x[0-9a-f]+)  where $1 == 16 and $1 >= 16 or $1 < 0\n"
+                    "^fd (\\d+)$  where $1 == 7\n!^fd (\\d+)$  where $1 == 5", "status=1,3"))  # fmt: skip
     results = _run(tmp_path, text)
     assert [r.outcome for r in results] == ["passed", "passed"], _failures(results)
 
@@ -215,13 +219,11 @@ def test_retry_runs_again(tmp_path: Path) -> None:
     ("```sh lab colour=red\ntrue\n```\n", "bad attribute 'colour=red'"),
     ("```sh lab needs=gpu\ntrue\n```\n", "unknown needs gpu"),
     ("```sh lab\ntrue\n```\n```text observe\n(unclosed\n```\n", "bad regular expression"),
-    ("```sh lab\ntrue\n```\n```text observe\n!x  where $1 > 0\n```\n", "`where` on a negated line"),
     ("```sh lab\ntrue\n```\n```text observe\nx (\\d)  where __import__('os')\n```\n", "`where` takes numbers"),
     ("```text observe\nx\n```\n", "an observe block before any command block"),
     ("```sh lab\ntrue\n```\n```text observe\nx\n```\n```text stdin\ny\n```\n", "a stdin block must follow"),
     ("```sh lab\ntrue\n", "never closed"),
-], ids=["accel", "attribute", "needs", "regex", "negated-where", "where-names", "observe-first", "stdin-late",
-        "unclosed"])  # fmt: skip
+], ids=["accel", "attribute", "needs", "regex", "where-names", "observe-first", "stdin-late", "unclosed"])  # fmt: skip
 def test_a_malformed_lab_is_refused(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(labs.LabError, match=re.escape(message)):
         _lab(tmp_path, text)

@@ -20,8 +20,9 @@ the grammar with examples; everything else in the file is for the student):
   ```text observe [host=pvm|hw]
   one regular expression per line, each searched for in the command's stdout and stderr;
   !REGEX             the expression must not match
-  REGEX  where EXPR  it must match, and EXPR, over its groups $1, $2 ... (as numbers) and
-                     named groups $name of this and earlier blocks, must hold
+  REGEX  where EXPR  some match of it must make EXPR hold, over its groups $1, $2 ... (as
+                     numbers) and named groups $name of this and earlier blocks
+  !REGEX  where EXPR no match of it may make EXPR hold
   ```
 
 `sh lab setup` and `sh lab cleanup` blocks take the same attributes: a cleanup block runs at the
@@ -210,8 +211,6 @@ def _observe_block(where: str, line: int, words: list[str], body: list[str]) -> 
         pattern_text, where_text = (text[1:] if negate else text), ""
         match = _WHERE.search(pattern_text)
         if match:
-            if negate:
-                raise LabError(f"{where}, line {line + offset}: `where` on a negated line")
             pattern_text, where_text = pattern_text[: match.start()], match.group(1)
         try:
             pattern = re.compile(pattern_text, re.MULTILINE)
@@ -461,27 +460,41 @@ class Runner:
 
     @staticmethod
     def _check(check: Check, output: str, values: dict[str, float]) -> str | None:
-        match = check.pattern.search(output)
+        """None if the check holds. A line holds when some match of its expression satisfies its
+        `where` (any match, without one); a negated line when none does."""
+        first = None
+        for match in check.pattern.finditer(output):
+            named = {}
+            for key, text in match.groupdict().items():
+                if text is not None:
+                    try:
+                        named[key] = _number(text)
+                    except ValueError:
+                        pass  # a named group that is not a number: usable in the regex only
+            if check.where is None:
+                holds, shown = True, ""
+            else:
+                try:
+                    groups = {str(i): _number(g) for i, g in enumerate(match.groups(), start=1) if g is not None}
+                except ValueError as err:
+                    return f"`{check.text}`: a group is not a number ({err})"
+                try:
+                    holds = bool(_evaluate(check.where, {**values, **named, **groups}))
+                except KeyError as err:
+                    return f"`{check.text}`: {err.args[0]}"
+                shown = " (" + ", ".join(f"${k}={v:g}" for k, v in {**groups, **named}.items()) + ")"
+            if holds:
+                if check.negate:
+                    return f"`{check.text[1:]}` matched {match.group(0)!r}{shown}, which it must not"
+                values.update(named)
+                return None
+            if first is None:
+                first = f"{match.group(0)!r}{shown}"
         if check.negate:
-            return f"`{check.text[1:]}` matched {match.group(0)!r}, which it must not" if match else None
-        if not match:
-            return f"`{check.text}` matched nothing"
-        try:
-            groups = {str(i): _number(g) for i, g in enumerate(match.groups(), start=1) if g is not None}
-            named = {k: _number(v) for k, v in match.groupdict().items() if v is not None}
-        except ValueError as err:
-            return f"`{check.text}`: a group is not a number ({err})"
-        values.update(named)
-        if check.where is None:
             return None
-        try:
-            ok = _evaluate(check.where, {**values, **groups})
-        except KeyError as err:
-            return f"`{check.text}`: {err.args[0]}"
-        if not ok:
-            shown = ", ".join(f"${k}={v:g}" for k, v in {**groups, **named}.items())
-            return f"`{check.text}`: matched {match.group(0)!r} ({shown}), but `{check.where_text}` does not hold"
-        return None
+        if first is None:
+            return f"`{check.text}` matched nothing"
+        return f"`{check.text}`: matched {first}, but `{check.where_text}` does not hold (nor for any other match)"
 
 
 def lab_files(paths: list[str]) -> list[Path]:
