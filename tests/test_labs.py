@@ -85,21 +85,20 @@ def test_lab_on_kvm(path: Path) -> None:
           f"({'; '.join(sorted({r.reason for r in skipped})) or 'none'})")  # fmt: skip
 
 
+def _hidden(command: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(labs.hidden_kvm_command(command), cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          check=False)  # fmt: skip
+
+
 @pytest.mark.skipif(HIDE_MISSING is not None, reason=str(HIDE_MISSING))
 def test_the_namespace_that_hides_the_device() -> None:
     """The namespace the tcg tests use has no /dev/kvm, emu says so in its one line and exits 2,
-    and the files a guest needs (/dev/null, /dev/urandom, /dev/net/tun ...) are there."""
-    absent = subprocess.run(labs.hidden_kvm_command(["sh", "-c", "test ! -e /dev/kvm && test -c /dev/null && "
-                                                     "test -c /dev/urandom && echo ok"]),  # fmt: skip
-                            capture_output=True, text=True, timeout=60, check=False)
+    the device files a run needs are there, and tcg runs a guest."""
+    absent = _hidden(["sh", "-c", "test ! -e /dev/kvm && test -c /dev/null && test -c /dev/urandom && echo ok"])
     assert absent.stdout == "ok\n", absent.stdout + absent.stderr
-    emu = subprocess.run(labs.hidden_kvm_command([sys.executable, "-m", "emu", "--accel", "kvm",
-                                                  "firmware/build/hello64.elf"]),  # fmt: skip
-                         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    emu = _hidden([sys.executable, "-m", "emu", "--accel", "kvm", "firmware/build/hello64.elf"])
     assert (emu.returncode, emu.stdout, emu.stderr) == (2, "", labs.KVM_MISSING_LINE)
-    tcg = subprocess.run(labs.hidden_kvm_command([sys.executable, "-m", "emu", "--accel", "tcg",
-                                                  "firmware/build/hello64.elf"]),  # fmt: skip
-                         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    tcg = _hidden([sys.executable, "-m", "emu", "--accel", "tcg", "firmware/build/hello64.elf"])
     assert tcg.returncode == 1 and "hello: done" in tcg.stdout, tcg.stdout + tcg.stderr
     if KVM_OK:
         assert Path("/dev/kvm").exists()  # only the namespace lost it
@@ -130,7 +129,7 @@ def test_the_readme_links_the_labs() -> None:
 # --- the checker -----------------------------------------------------------------------------------
 
 
-def _lab(tmp_path: Path, text: str) -> "labs.Lab":
+def _lab(tmp_path: Path, text: str) -> labs.Lab:
     path = tmp_path / "99-test.md"
     path.write_text(text)
     return labs.parse_lab(path)
@@ -192,6 +191,14 @@ def test_skips_say_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert results[0].outcome == "skipped"
 
 
+def test_host_specific_blocks(tmp_path: Path) -> None:
+    text = block("echo ran", "^ran$", "accel=kvm host=hw")
+    (result,) = labs.Runner(kvm=(True, ""), host="pvm").run_lab(_lab(tmp_path, text))
+    assert result.outcome == "skipped" and "VT-x/AMD-V" in result.reason
+    (result,) = labs.Runner(kvm=(True, ""), host="hw").run_lab(_lab(tmp_path, text))
+    assert result.outcome == "passed"
+
+
 def test_host_specific_observes(tmp_path: Path) -> None:
     text = ("```sh lab accel=kvm\necho pvm\n```\n```text observe host=pvm\n^pvm$\n```\n"
             "```text observe host=hw\n^hw$\n```\n")  # fmt: skip
@@ -218,12 +225,13 @@ def test_retry_runs_again(tmp_path: Path) -> None:
     ("```sh lab accel=arm\ntrue\n```\n", "accel=tcg or accel=kvm"),
     ("```sh lab colour=red\ntrue\n```\n", "bad attribute 'colour=red'"),
     ("```sh lab needs=gpu\ntrue\n```\n", "unknown needs gpu"),
+    ("```sh lab accel=tcg host=hw\ntrue\n```\n", "on an accel=kvm block"),
     ("```sh lab\ntrue\n```\n```text observe\n(unclosed\n```\n", "bad regular expression"),
     ("```sh lab\ntrue\n```\n```text observe\nx (\\d)  where __import__('os')\n```\n", "`where` takes numbers"),
     ("```text observe\nx\n```\n", "an observe block before any command block"),
     ("```sh lab\ntrue\n```\n```text observe\nx\n```\n```text stdin\ny\n```\n", "a stdin block must follow"),
     ("```sh lab\ntrue\n", "never closed"),
-], ids=["accel", "attribute", "needs", "regex", "where-names", "observe-first", "stdin-late", "unclosed"])  # fmt: skip
+], ids=["accel", "attribute", "needs", "host", "regex", "where-names", "observe-first", "stdin-late", "unclosed"])  # fmt: skip
 def test_a_malformed_lab_is_refused(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(labs.LabError, match=re.escape(message)):
         _lab(tmp_path, text)
@@ -231,9 +239,10 @@ def test_a_malformed_lab_is_refused(tmp_path: Path, text: str, message: str) -> 
 
 def _first_tcg_guest_block(lab):
     for b in lab.blocks:
-        if b.kind == "run" and b.accel == "tcg" and b.observes and not b.needs:
-            if re.search(r"firmware/build/(?!hello64)\w+\.elf", b.script):
-                return b
+        if b.kind == "run" and b.accel == "tcg" and b.observes and not b.needs and re.search(
+            r"firmware/build/(?!hello64)\w+\.elf", b.script
+        ):
+            return b
     return None
 
 

@@ -11,7 +11,7 @@
 A lab is Markdown. Among its fenced code blocks, three kinds are read (docs/labs/README.md has
 the grammar with examples; everything else in the file is for the student):
 
-  ```sh lab [accel=tcg|kvm] [status=N[,N...]] [timeout=S] [needs=R[,R...]] [retry=N] [id=NAME]
+  ```sh lab [accel=tcg|kvm] [status=N[,N...]] [timeout=S] [needs=R[,R...]] [retry=N] [host=pvm|hw] [id=NAME]
   a command block: bash runs it from the repository root, with `python` meaning this Python
   ```
   ```text stdin
@@ -32,7 +32,8 @@ accel=kvm needs a usable /dev/kvm; needs= knows root, tap (/dev/net/tun and ipro
 perf (perf, allowed to count KVM's tracepoints), strace, hugetlb (a 2 MiB hugetlb pool the
 block may grow, as root), qemu (qemu-system-x86_64). An observe block with host=pvm is checked
 only where the host's KVM is kvm_pvm (the nested KVM of this project's machines, which emulates
-ring 0), host=hw only where it is a VT-x/AMD-V KVM.
+ring 0), host=hw only where it is a VT-x/AMD-V KVM; a kvm command block with host= runs only
+there.
 
 Exit status: 0 when every block that ran passed, 1 otherwise, 2 for a malformed lab.
 """
@@ -98,6 +99,7 @@ class Block:
     timeout: float = DEFAULT_TIMEOUT
     needs: tuple[str, ...] = ()
     retry: int = 0
+    host: str | None = None  # "pvm" or "hw": run only on that kind of KVM host
     name: str = ""
     stdin: bytes = b""
     observes: list[Observe] = field(default_factory=list)
@@ -172,7 +174,7 @@ def _command_block(lab: str, line: int, words: list[str], body: list[str]) -> Bl
     kind = "run"
     if words and words[0] in ("setup", "cleanup"):
         kind, words = words[0], words[1:]
-    attrs = _attributes(where, words, ("accel", "status", "timeout", "needs", "retry", "id"))
+    attrs = _attributes(where, words, ("accel", "status", "timeout", "needs", "retry", "host", "id"))
     block = Block(lab, line, kind, "\n".join(body) + "\n", name=attrs.get("id", ""))
     if "accel" in attrs:
         if attrs["accel"] not in ("tcg", "kvm"):
@@ -192,6 +194,10 @@ def _command_block(lab: str, line: int, words: list[str], body: list[str]) -> Bl
         unknown = [n for n in block.needs if n not in KNOWN_NEEDS]
         if unknown:
             raise LabError(f"{where}: unknown needs {', '.join(unknown)} (known: {', '.join(KNOWN_NEEDS)})")
+    if "host" in attrs:
+        if attrs["host"] not in ("pvm", "hw") or block.accel != "kvm":
+            raise LabError(f"{where}: host=pvm or host=hw, on an accel=kvm block")
+        block.host = attrs["host"]
     if not body:
         raise LabError(f"{where}: an empty command block")
     return block
@@ -394,6 +400,9 @@ class Runner:
             return f"--accel {','.join(self.accels)} given"
         if block.accel == "kvm" and not self.kvm[0]:
             return self.kvm[1]
+        if block.host is not None and block.host != self.host:
+            return {"pvm": "for kvm_pvm hosts only (this host's KVM uses VT-x/AMD-V)",
+                    "hw": "for VT-x/AMD-V KVM hosts only (this host's KVM is kvm_pvm)"}[block.host]
         for need in block.needs:
             why = missing(need)
             if why:
