@@ -7,6 +7,7 @@ Prints, after the command's own output and with its exit status:
 
     cputime: user 0.52 s (guest 0.00 s of it), system 0.21 s; wall 1.05 s
     cputime: this machine's 2 CPUs meanwhile: steal 0.00 s, guest 0.00 s (all processes)
+    cputime: page faults: 25768 minor, 0 major
 
 - user and system: the CPU time of the command and everything it waited for (getrusage
   RUSAGE_CHILDREN, what `time` prints), in user mode and in the kernel;
@@ -17,7 +18,9 @@ Prints, after the command's own output and with its exit status:
 - steal: this machine's own steal time over the same interval (the `steal` column of the `cpu`
   line of /proc/stat, see proc_stat(5)): time its virtual CPUs were ready to run while the
   hypervisor under *this* machine ran something else. It is not the command's, and it is 0 on
-  bare metal; the machine-wide guest column is there for the same comparison.
+  bare metal; the machine-wide guest column is there for the same comparison;
+- page faults: the command's (RUSAGE_CHILDREN again): minor ones were served from memory
+  (a page allocated, or found in the page cache), major ones needed a read from disk.
 
 The clock ticks of /proc are USER_HZ (sysconf(_SC_CLK_TCK), 100 per second here), so guest
 and steal are multiples of 10 ms.
@@ -62,6 +65,7 @@ def main(argv: list[str]) -> int:
           f"wall {wall:.2f} s", file=sys.stderr)  # fmt: skip
     print(f"cputime: this machine's {os.cpu_count()} CPUs meanwhile: steal {steal:.2f} s, guest {machine_guest:.2f} s "
           "(all processes)", file=sys.stderr)  # fmt: skip
+    print(f"cputime: page faults: {usage.ru_minflt} minor, {usage.ru_majflt} major", file=sys.stderr)
     return status if status >= 0 else 128 - status
 
 
