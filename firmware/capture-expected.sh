@@ -21,7 +21,7 @@ cd "$(dirname "$0")"
 QEMU=${QEMU:-qemu-system-x86_64}
 ACCEL=${QEMU_ACCEL:-tcg}
 APPEND="answer=42 greeting=hello"
-ALL="hello32 hello64 exceptions32 exceptions64 rings32 rings64 irqs32 irqs64 idle32 idle64 mmu32 mmu64 modes virtio64 apic64"
+ALL="hello32 hello64 exceptions32 exceptions64 rings32 rings64 irqs32 irqs64 idle32 idle64 mmu32 mmu64 modes virtio64 apic64 exits64 memtouch64"
 GUESTS=${*:-$ALL}
 
 # The terminal input every guest gets on COM1: irqs reads it through IRQ 4.

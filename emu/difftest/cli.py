@@ -1,6 +1,6 @@
 """`python -m emu trace` and `python -m emu diff`: the differential-testing commands.
 
-    python -m emu trace --accel tcg|kvm IMAGE [-o FILE] [--max N] [--format text|jsonl]
+    python -m emu trace --accel tcg|kvm IMAGE [-o FILE] [--max N] [--format text|jsonl] [--append CMDLINE]
     python -m emu diff IMAGE [--max N] [--input TEXT]
 
 `diff` exits 0 when the backends agree to the end (declared differences allowed), 1 at the
@@ -31,6 +31,7 @@ def trace_main(argv: list[str]) -> int:
     p.add_argument("--format", choices=("text", "jsonl"), default="text")
     p.add_argument("--input", default="", metavar="TEXT", help="what the guest reads on COM1 (default: nothing)")
     p.add_argument("-m", dest="memory", type=int, default=128, metavar="MiB")
+    p.add_argument("--append", "-append", default="", metavar="CMDLINE", help="kernel command line, as for a run")
     p.add_argument("--deterministic", action="store_true",
                    help="time from the instruction count (2**shift ns each, as qemu -icount): timers fire at "
                         "the same instruction on every run")
@@ -49,7 +50,7 @@ def trace_main(argv: list[str]) -> int:
         if args.deterministic and args.accel == "kvm":  # see the session notes: not exact there yet
             raise EmuError("--deterministic needs --accel tcg: KVM's single-steps here may cover several "
                            "instructions, so a clock counted in steps would lag")  # fmt: skip
-        machine = Machine(MachineConfig(kernel=image, accel=args.accel, memory_mib=args.memory,
+        machine = Machine(MachineConfig(kernel=image, accel=args.accel, memory_mib=args.memory, append=args.append,
                                         deterministic=args.deterministic, icount_shift=args.icount_shift))
         machine.uart.sink = _Discard()  # the trace owns stdout
         symbols = Symbols.load(image)

@@ -83,10 +83,10 @@ class IrqFdLine:
     def resampled(self) -> None:
         """KVM lowered the line at the guest's EOI: raise it again if the source still asserts it."""
         try:
-            os.eventfd_read(self.resamplefd)
+            eois = os.eventfd_read(self.resamplefd)  # KVM adds 1 per EOI: several may have come since
         except BlockingIOError:
             return
-        self.counters.resamples += 1
+        self.counters.resamples += eois
         if self.level:
             self.counters.reasserts += 1
             self.counters.irqfd_writes += 1

@@ -75,6 +75,8 @@ def test_read_write_flush_get_id(blk) -> None:
     assert status == 0 and ident.rstrip(b"\0") == b"emu-virtio-blk"
     counters = m.virtio[0].device.blk
     assert (counters.reads, counters.writes, counters.flushes, counters.sectors_read) == (1, 1, 1, 2)
+    queue = m.virtio[0].device.counters[0]  # --stats: what the device read from the driver's buffers and wrote
+    assert (queue.requests, queue.bytes_read, queue.bytes_written) == (4, 4 * 16 + 512, 1025 + 1 + 1 + 21)
 
 
 def test_discard_frees_sectors(blk) -> None:

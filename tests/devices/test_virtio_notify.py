@@ -98,3 +98,22 @@ def test_ioeventfds_follow_the_bars_of_a_transitional_device() -> None:
         assert {(e.address, e.pio) for e in events} == {(driver.notify, False)}
     finally:
         m.close()
+
+
+def test_a_resamplefd_read_counts_every_eoi_it_adds_up() -> None:
+    """KVM signals the resamplefd once per EOI; if the resample thread wakes late, one read
+    returns several, and --stats counts EOIs, not wake-ups."""
+    import os
+
+    from emu.kvm_accel.irqchip import IrqFdLine, IrqLineCounters
+
+    line = IrqFdLine(gsi=11, counters=IrqLineCounters())
+    try:
+        os.eventfd_write(line.resamplefd, 1)
+        os.eventfd_write(line.resamplefd, 1)  # two EOIs before the thread reads
+        line.resampled()
+        line.resampled()  # nothing more to read
+        assert (line.counters.resamples, line.counters.reasserts) == (2, 0)
+    finally:
+        os.close(line.fd)
+        os.close(line.resamplefd)

@@ -77,11 +77,13 @@ class VirtioBlk(VirtioDevice):
     # --- requests -----------------------------------------------------------------------------
     def handle(self, index: int, queue: Virtqueue) -> None:
         while (chain := queue.pop()) is not None:
-            written = self._serve(chain)
+            written, read = self._serve(chain)
+            self.counters[index].bytes_read += read
             self.complete(index, queue, chain, written)
 
-    def _serve(self, chain: DescriptorChain) -> int:
-        """Do one request; the bytes written into the chain (data and status)."""
+    def _serve(self, chain: DescriptorChain) -> tuple[int, int]:
+        """Do one request; the bytes written into the chain (data and status) and the bytes read
+        from it (the header, and a write's data or a discard's segments)."""
         if chain.readable_length < _HEADER.size or not chain.writable or chain.writable[-1].length < 1:
             raise ChainError(f"a request of {chain.readable_length} readable and {chain.writable_length} writable "
                              f"bytes has no header or no status byte (head {chain.head})")  # fmt: skip
@@ -112,7 +114,7 @@ class VirtioBlk(VirtioDevice):
             self.blk.errors += 1
         status_offset = chain.writable_length - 1
         chain.write(self.memory, bytes([status]), status_offset)
-        return written + 1
+        return written + 1, _HEADER.size + (data_out if kind in (T_OUT, T_DISCARD) else 0)
 
     def _sectors(self, sector: int, length: int) -> int:
         if length % SECTOR or sector + length // SECTOR > self.disk.sectors:
