@@ -104,6 +104,7 @@ COM1_BASE, COM1_IRQ = 0x3F8, 4
 DETERMINISTIC_EPOCH_NS = 946_684_800 * 1_000_000_000  # 2000-01-01 00:00:00 UTC, the RTC's start
 WINDOW_POLL_NS = 200_000  # tcg: how often to look for IF=1 while an interrupt waits
 HALT_CHECK_NS = 500_000_000  # kvm --irqchip kernel: how often to look for a guest halted with IF=0
+ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # end the run cleanly (Machine._on_signal)
 
 
 @dataclass
@@ -592,7 +593,7 @@ class Machine:
         previous = {}
         watcher = None
         if _main_thread():  # SIGINT, SIGTERM and SIGHUP end the run cleanly: output flushed, stats written
-            previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+            previous = {sig: signal.signal(sig, self._on_signal) for sig in ENDING_SIGNALS}
             watcher = _SignalWatcher(self.vcpu)
         start = time.monotonic_ns()
         self.vcpu_tid, self.started_ns = threading.get_native_id(), start
@@ -900,7 +901,8 @@ class _SignalWatcher:
             if not data:
                 os.close(self._read)
                 return
-            self._vcpu.kick()
+            if any(byte in ENDING_SIGNALS for byte in data):  # not kvm's own kick signal: that would loop
+                self._vcpu.kick()
 
     def close(self) -> None:
         signal.set_wakeup_fd(self._previous)
