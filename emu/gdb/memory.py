@@ -15,6 +15,7 @@ Writes outside RAM are refused.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ..accel import EFER_LMA, RFLAGS_AC, CpuState
@@ -31,7 +32,7 @@ class AccessError(Exception):
     """A linear address with no mapping (or no RAM behind it, for a write)."""
 
 
-def _pages(state: CpuState, linear: int, length: int):  # noqa: ANN202 - yields (linear, length) per page
+def _pages(state: CpuState, linear: int, length: int) -> Iterator[tuple[int, int]]:
     width = 1 << 64 if state.mode in ("long", "compat") else 1 << 32
     while length > 0:
         linear %= width

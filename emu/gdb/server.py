@@ -55,7 +55,8 @@ class GdbServer(threading.Thread):
             else:
                 self.listener = socket.create_server((host, port), backlog=1)
         except OSError as error:
-            raise EmuError(f"-gdb {self.where}: cannot listen: {os.strerror(error.errno) if error.errno else error}") from None
+            why = os.strerror(error.errno) if error.errno else str(error)
+            raise EmuError(f"-gdb {self.where}: cannot listen: {why}") from None
         self.listener.setblocking(False)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)

@@ -256,8 +256,7 @@ class Session:
 
     def _read_memory(self, args: bytes) -> bytes:
         address, length = _address_length(args)
-        if length > MAX_PACKET // 2:
-            length = MAX_PACKET // 2  # a shorter reply is allowed: gdb asks again for the rest
+        length = min(length, MAX_PACKET // 2)  # a shorter reply is allowed: gdb asks again for the rest
         return self._memory(lambda state: memory.read(self.machine, state, address, length).hex().encode())
 
     def _write(self, address: int, data: bytes) -> bytes:
