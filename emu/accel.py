@@ -441,6 +441,11 @@ class VCpu(ABC):
         tracer and the lockstep comparison (emu.difftest) are built on it."""
         raise NotImplementedError(f"{type(self).__name__} cannot single-step")
 
+    def debug_step(self) -> VcpuExit:
+        """A debugger's single step (emu.gdb): step(1), or HaltExit after a `hlt`, with RIP past
+        it and the guest now halted (the machine waits for an interrupt before it runs on)."""
+        return self.step(1)
+
     def set_breakpoints(self, addresses: frozenset[int]) -> None:
         """A debugger's breakpoints (emu.gdb), by linear address: run() returns DebugExit with
         RIP at the first of them reached, before that instruction executes. step() ignores

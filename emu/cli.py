@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-S", dest="start_paused", action="store_true",
                    help="do not start the vCPU: wait for the monitor's `cont` (or a debugger's continue), as QEMU's -S")
     p.add_argument("-gdb", "--gdb", metavar="tcp::PORT|tcp:HOST:PORT",
-                   help="wait for gdb's connection on a TCP port (`target remote :PORT`), as QEMU's -gdb (emu.gdb)")
+                   help="listen for gdb on a TCP port (gdb: `target remote :PORT`), as QEMU's -gdb (emu.gdb); "
+                        "with -S the guest waits for gdb's continue")
     p.add_argument("-s", dest="gdb_default", action="store_true", help="short for -gdb tcp::1234, as QEMU's -s")
     p.add_argument("--accel", choices=("tcg", "kvm"), default="tcg", help="how to run guest code (default tcg)")
     p.add_argument("--irqchip", choices=("user", "kernel"), default="user",

@@ -97,9 +97,7 @@ from .loader import acpi, linux, multiboot, pvh
 from .loader.pc_tables import bios_tables_rom
 from .loader.detect import ImageKind, detect_image
 from .loader.firmware import PcFirmware, load_bios
-from .memory import GuestMemory, GuestMemoryError
-from .mmu.linear import LinearMemory
-from .mmu.walk import PageFault, PagingMode
+from .memory import GuestMemory
 from .terminal import CTRL_A, TerminalSession
 
 COM1_BASE, COM1_IRQ = 0x3F8, 4
@@ -733,20 +731,12 @@ class Machine:
     def debug_step(self) -> VcpuExit:
         """A debugger's single step (emu.gdb), on the vCPU thread while it is stopped: one
         instruction, with no interrupt injected and no timer run meanwhile (QEMU's default,
-        SSTEP_NOIRQ | SSTEP_NOTIMER). A `hlt` is not handed to the backend: RIP moves past it
-        and the guest is halted, so when the vCPU goes on the loop first waits for an
-        interrupt, as after a run that halted (kvm_pvm single-steps a `hlt` as if it were a
-        `nop` and then reports a stale KVM_EXIT_HLT at some later instruction). A step that
-        kills the guest ends the run as a run would."""
-        state = self.vcpu.get_state(msrs=False)
-        if self._at_hlt(state):
-            state.rip = (state.rip + 1) & (0xFFFF if not state.cs.db and not state.cs.l else (1 << 64) - 1)
-            self.vcpu.set_state(state)
-            self._debug_halt = True
-            return HaltExit()
+        SSTEP_NOIRQ | SSTEP_NOTIMER). A step that executes `hlt` leaves the guest halted: when
+        the vCPU goes on, the loop first waits for an interrupt, as after a run that halted. A
+        step that kills the guest ends the run as a run would."""
         self.vcpu.request_interrupt_window(False)  # the loop asks again before its next run
         for _ in range(4):  # a kick left over from whoever asked for the step ends a try early
-            event = self.vcpu.step(1)
+            event = self.vcpu.debug_step()
             if not isinstance(event, (KickExit, InterruptWindowExit)):
                 break
         if isinstance(event, HaltExit):
@@ -754,14 +744,6 @@ class Machine:
         elif not isinstance(event, (StepExit, KickExit, InterruptWindowExit)):
             self._fatal = self._guest_died(event)
         return event
-
-    def _at_hlt(self, state: CpuState) -> bool:
-        linear = state.cs.base + state.rip
-        mode = PagingMode(state.cr0, state.cr3, state.cr4, state.efer)
-        try:
-            return LinearMemory(self.memory, mode, set_ad=False).read(linear, 1) == b"\xf4"
-        except (PageFault, GuestMemoryError):  # unmapped, or not RAM (the BIOS ROM): the backend steps it
-            return False
 
     # one instruction at a time (emu.difftest: the tracer, the lockstep comparison) ---------------
     def start_stepping(self, terminal_input: bytes = b"") -> None:

@@ -65,10 +65,9 @@ class BadRequest(ValueError):
 
 
 def _hex(text: bytes) -> int:
-    try:
-        return int(text, 16)
-    except ValueError:
-        raise BadRequest(f"{text!r} is not a hex number") from None
+    if not text or text.strip(b"0123456789abcdefABCDEF"):
+        raise BadRequest(f"{text!r} is not a hex number")
+    return int(text, 16)
 
 
 def _address_length(args: bytes) -> tuple[int, int]:
@@ -159,6 +158,10 @@ class Session:
             return self._dispatch(packet)
         except BadRequest:
             return [E_INVAL]
+        except Exception as error:  # noqa: BLE001 - a debugger's request must never end emu
+            name = packet.split(b":")[0][:16].decode("ascii", "replace")
+            print(f"emu: gdb: {name}: {type(error).__name__}: {error}", file=sys.stderr)
+            return [b"E01"]
 
     def _dispatch(self, packet: bytes) -> list[bytes]:
         head, args = packet[:1], packet[1:]
@@ -288,6 +291,8 @@ class Session:
     def _breakpoint_args(self, args: bytes) -> tuple[int, int]:
         kind, _, rest = args.partition(b",")
         address, _, _size = rest.partition(b",")  # the size (1 for an x86 int3) does not matter
+        if _hex(address) >> 64:
+            raise BadRequest("an address wider than 64 bits")
         return _hex(kind), _hex(address)
 
     def _set_breakpoints(self) -> str | None:
@@ -381,7 +386,7 @@ class Session:
         if packet.startswith(b"vCont;"):
             for action in packet[6:].split(b";"):
                 verb, _, thread = action.partition(b":")
-                if thread and _hex(thread) not in (THREAD, 0) and thread != b"-1":
+                if thread and thread != b"-1" and _hex(thread) not in (THREAD, 0):
                     continue  # another thread's action: there is none
                 if verb[:1] in (b"c", b"C"):
                     return self._resume(None)

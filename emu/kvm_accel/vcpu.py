@@ -444,6 +444,27 @@ class KvmVCpu(VCpu):
         finally:
             self._stepping = False
 
+    def debug_step(self) -> VcpuExit:
+        """A debugger's step: step(), except for `hlt`, which kvm_pvm single-steps as if it
+        were a `nop` and then reports as a stale KVM_EXIT_HLT at some later instruction (seen
+        inside the next interrupt's handler, with IF=0, which ended the run). So emu executes
+        the hlt itself: RIP past it, the interrupt shadow of an `sti` just before it over (the
+        hlt was the instruction it covered), and HaltExit, as tcg returns for a hlt."""
+        regs, sregs = self._get_regs(), self._get_sregs()
+        wide = sregs.efer & EFER_LMA and sregs.cs.l
+        linear = (sregs.cs.base + regs.rip) & ((1 << 64) - 1 if wide else 0xFFFFFFFF)
+        if self.read_linear(linear, 1) != b"\xf4":
+            return self.step()
+        regs.rip = (regs.rip + 1) & ((1 << 64) - 1 if wide or sregs.cs.db else 0xFFFF)
+        ioctl(self.fd, api.KVM_SET_REGS, byref(regs))
+        events = api.kvm_vcpu_events()
+        ioctl(self.fd, api.KVM_GET_VCPU_EVENTS, byref(events))
+        events.interrupt_shadow, events.flags = 0, api.KVM_VCPUEVENT_VALID_SHADOW
+        ioctl(self.fd, api.KVM_SET_VCPU_EVENTS, byref(events), "interrupt shadow")
+        self._exit_flags_valid = False
+        self.stats.count(ExitReason.HLT)
+        return HaltExit()
+
     def set_single_step(self, on: bool) -> None:
         """KVM_SET_GUEST_DEBUG with SINGLESTEP: run() returns DebugExit after each instruction."""
         self._user_single_step = on
