@@ -193,7 +193,7 @@ def test_registers_memory_breakpoints_step_detach(accel: str, emu_runs) -> None:
     main, kprintf = symbol(HELLO64, "guest_main"), symbol(HELLO64, "kprintf")
     c = Client(emu.port)
     supported = c.ask(b"qSupported:multiprocess+;swbreak+;hwbreak+;xmlRegisters=i386")
-    assert b"qXfer:features:read+" in supported and b"PacketSize=" in supported
+    assert b"qXfer:features:read+" in supported and b"PacketSize=" in supported and b"swbreak+;hwbreak+" in supported
     xml = c.ask(b"qXfer:features:read:target.xml:0,ffff")
     assert xml[:1] == b"l" and b"<architecture>i386:x86-64</architecture>" in xml
     for question, answer in [(b"?", b"T05thread:01;"), (b"qAttached", b"1"), (b"qC", b"QC01"),
@@ -211,8 +211,8 @@ def test_registers_memory_breakpoints_step_detach(accel: str, emu_runs) -> None:
     assert c.ask(b"X%x,4:" % scratch + b"$#}*") == b"OK" and c.memory(scratch, 4) == b"$#}*"
     # a software breakpoint in guest_main and a hardware one in kprintf
     assert c.ask(b"Z0,%x,1" % main) == b"OK" and c.ask(b"Z1,%x,1" % kprintf) == b"OK"
-    assert c.ask(b"c") == b"T05thread:01;" and c.register(RIP) == main
-    assert c.ask(b"c") == b"T05thread:01;" and c.register(RIP) == kprintf  # the continue stepped over main's
+    assert c.ask(b"c") == b"T05swbreak:;thread:01;" and c.register(RIP) == main
+    assert c.ask(b"c") == b"T05hwbreak:;thread:01;" and c.register(RIP) == kprintf  # stepped over main's first
     assert c.register(EFER) & 0x400  # long mode active
     assert c.ask(b"s") == b"T05thread:01;" and c.register(RIP) == kprintf + len_of_first_instruction(kprintf)
     assert c.ask(b"z1,%x,1" % kprintf) == b"OK" and c.ask(b"z0,%x,1" % main) == b"OK"

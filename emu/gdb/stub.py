@@ -50,8 +50,11 @@ E_FAULT, E_INVAL, E_NOSPC = b"E14", b"E22", b"E28"  # errno values, as QEMU's st
 THREAD = 1  # the one vCPU, gdb's thread 1
 
 
-def stop_reply(signal: int) -> bytes:
-    return b"T%02xthread:%02x;" % (signal, THREAD)
+def stop_reply(signal: int, why: bytes = b"") -> bytes:
+    """`T05thread:01;`; `why` is `swbreak:;` or `hwbreak:;` after a breakpoint, for a gdb
+    that asked for them (it then takes the PC as it is: an x86 gdb otherwise checks whether
+    a breakpoint sits one byte before it, where an int3 would have left it)."""
+    return b"T%02x%sthread:%02x;" % (signal, why, THREAD)
 
 
 def linear_pc(state: CpuState) -> int:
@@ -88,8 +91,9 @@ class Session:
     software: set[int] = field(default_factory=set)
     hardware: set[int] = field(default_factory=set)
     killed: bool = False  # `k`: emu is ending
+    break_reasons: bool = False  # gdb's qSupported said swbreak+ and hwbreak+
     _waiting: bool = False  # gdb resumed the target and waits for its stop reply
-    _replies: deque[bytes] = field(default_factory=deque)
+    _replies: deque[tuple[int, str]] = field(default_factory=deque)  # (signal, the run state's reason)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- the session's life ---------------------------------------------------------------
@@ -121,9 +125,17 @@ class Session:
         return b"W%02x" % (status & 0xFF) if waiting else None
 
     def take_stop_replies(self) -> list[bytes]:
+        """The stop replies queued since the last call, formatted on the server's thread (a
+        breakpoint's kind comes from the vCPU's PC, read through machine.control)."""
         with self._lock:
             replies, self._replies = list(self._replies), deque()
-        return replies
+        return [stop_reply(signal, self._break_kind() if reason == "breakpoint" else b"") for signal, reason in replies]
+
+    def _break_kind(self) -> bytes:
+        if not self.break_reasons:
+            return b""
+        pc = linear_pc(self.machine.control.call(lambda: self.machine.vcpu.get_state(msrs=False)))
+        return b"swbreak:;" if pc in self.software else b"hwbreak:;" if pc in self.hardware else b""
 
     def _run_state_changed(self, state: RunState, reason: str) -> None:
         """A listener of machine.control: on the vCPU's thread for a breakpoint, on the
@@ -135,7 +147,7 @@ class Session:
                 return
             self._waiting = False
             signal = SIGINT if reason in ("interrupt", "stop") or state is RunState.PAUSED else SIGTRAP
-            self._replies.append(stop_reply(signal))
+            self._replies.append((signal, reason))
         self.wake()
 
     def interrupt(self) -> None:
@@ -147,7 +159,7 @@ class Session:
         with self._lock:  # stopped by someone else before us, without a word to gdb: say it now
             if self._waiting:
                 self._waiting = False
-                self._replies.append(stop_reply(SIGINT))
+                self._replies.append((SIGINT, "interrupt"))
         self.wake()
 
     # --- packets --------------------------------------------------------------------------
@@ -403,7 +415,7 @@ class Session:
     def _query(self, packet: bytes) -> list[bytes]:
         name, _, args = packet.partition(b":")
         fixed = {
-            b"qSupported": b"PacketSize=%x;qXfer:features:read+;QStartNoAckMode+;vContSupported+" % MAX_PACKET,
+            b"qSupported": b"PacketSize=%x;qXfer:features:read+;QStartNoAckMode+" % MAX_PACKET,
             b"qAttached": b"1",  # attached to an existing process: detach leaves it running
             b"qC": b"QC%02x" % THREAD,
             b"qfThreadInfo": b"m%02x" % THREAD,
@@ -412,6 +424,10 @@ class Session:
             b"qSymbol": OK,  # no symbols wanted
             b"QStartNoAckMode": OK,  # the server stops acknowledging after this reply
         }  # fmt: skip
+        if name == b"qSupported":
+            wanted = set(args.split(b";"))
+            self.break_reasons = {b"swbreak+", b"hwbreak+"} <= wanted
+            return [fixed[name] + (b";swbreak+;hwbreak+" if self.break_reasons else b"")]
         if name in fixed:
             return [fixed[name]]
         if name == b"qXfer" and args.startswith(b"features:read:"):
