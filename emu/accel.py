@@ -441,6 +441,18 @@ class VCpu(ABC):
         tracer and the lockstep comparison (emu.difftest) are built on it."""
         raise NotImplementedError(f"{type(self).__name__} cannot single-step")
 
+    def debug_step(self) -> VcpuExit:
+        """A debugger's single step (emu.gdb): step(1), or HaltExit after a `hlt`, with RIP past
+        it and the guest now halted (the machine waits for an interrupt before it runs on)."""
+        return self.step(1)
+
+    def set_breakpoints(self, addresses: frozenset[int]) -> None:
+        """A debugger's breakpoints (emu.gdb), by linear address: run() returns DebugExit with
+        RIP at the first of them reached, before that instruction executes. step() ignores
+        them, so a debugger steps over the breakpoint it stopped at. Replaces the previous set;
+        EmuError when the backend cannot hold that many (kvm: the 4 debug registers)."""
+        raise EmuError(f"{type(self).__name__} has no breakpoints")
+
     def close(self) -> None:  # noqa: B027 - optional
         """Release host resources."""
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import EmuError, GuestError
+from .gdb import DEFAULT_PORT, GdbServer, parse_gdb
 from .liveview import write_plot
 from .liveview.rates import format_lines, rates
 from .monitor import parse_monitor
@@ -73,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(server,nowait is accepted too); on a terminal Ctrl-A c switches to it anyway")  # fmt: skip
     p.add_argument("-S", dest="start_paused", action="store_true",
                    help="do not start the vCPU: wait for the monitor's `cont` (or a debugger's continue), as QEMU's -S")
+    p.add_argument("-gdb", "--gdb", metavar="tcp::PORT|tcp:HOST:PORT",
+                   help="listen for gdb on a TCP port (gdb: `target remote :PORT`), as QEMU's -gdb (emu.gdb); "
+                        "with -S the guest waits for gdb's continue")
+    p.add_argument("-s", dest="gdb_default", action="store_true", help="short for -gdb tcp::1234, as QEMU's -s")
     p.add_argument("--accel", choices=("tcg", "kvm"), default="tcg", help="how to run guest code (default tcg)")
     p.add_argument("--irqchip", choices=("user", "kernel"), default="user",
                    help="kvm: emu's PIC with KVM_INTERRUPT (user, default) or KVM's in-kernel irqchip, with "
@@ -208,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return top_main(argv[1:])
     args = build_parser().parse_args(argv)
-    machine = None
+    machine = gdb = None
     try:
         live = parse_stats(args)
         from .machine import Machine, MachineConfig
@@ -243,15 +248,22 @@ def main(argv: list[str] | None = None) -> int:
                                start_paused=args.start_paused,
                                monitor=parse_monitor(args.monitor) if args.monitor else None,
                                sample_interval=sample_interval)  # fmt: skip
+        gdb_spec = args.gdb or (f"tcp::{DEFAULT_PORT}" if args.gdb_default else None)
+        gdb_address = parse_gdb(gdb_spec) if gdb_spec else None
         machine = Machine(config)
         if live:
             machine.sampler.on_sample = _print_live
+        if gdb_address is not None:
+            gdb = GdbServer(machine, *gdb_address)
+            gdb.start()
         status = machine.run()
     except (EmuError, GuestError) as err:
         print(f"emu: {err}", file=sys.stderr)
         status = err.exit_status
     except KeyboardInterrupt:
         status = 130
+    if gdb is not None:
+        gdb.finish(status)  # a gdb waiting for the target hears that it ended
     if machine is not None:
         if args.stats:
             print(report_table(machine), file=sys.stderr)

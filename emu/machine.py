@@ -52,7 +52,7 @@ from pathlib import Path
 from .accel import DebugExit as StepExit
 from .accel import IoEventFd
 from .accel import (Accelerator, CpuState, HaltExit, InternalErrorExit, InterruptWindowExit, KickExit,
-                    ShutdownExit, VCpu)  # fmt: skip
+                    ShutdownExit, VCpu, VcpuExit)  # fmt: skip
 from .clock import Clock, InstructionClock
 from .devices.acpi_pm import BLOCK_SIZE as ACPI_PM_PORTS
 from .devices.acpi_pm import AcpiPm
@@ -282,6 +282,7 @@ class Machine:
         self.monitor = MonitorServer(self.hmp, cfg.monitor) if cfg.monitor and cfg.monitor != STDIO else None
         # --stats live, --plot, -monitor (its snapshots): the counters' history (emu.liveview)
         self.sampler = Sampler(self, cfg.sample_interval) if cfg.sample_interval else None
+        self._debug_halt = False  # a debugger's step ended in `hlt` (debug_step)
 
     def _load_guest(self) -> CpuState:
         """Put the guest in RAM and return the vCPU's first state: at power-on and at every reset."""
@@ -558,6 +559,7 @@ class Machine:
         built again: the host side they hold (disk images, tap devices, sockets, device threads,
         the accelerator's memory slots) outlives a guest's reboot, as in QEMU."""
         self._reset_requested = False
+        self._debug_halt = False  # a CPU after RESET is not halted
         self.resets += 1
         for device in self._resettable_devices():
             device.reset()
@@ -679,6 +681,10 @@ class Machine:
     def _run_loop(self, vcpu: VCpu, lock: threading.RLock, kicker: Kicker) -> int:
         while True:
             self._checkpoint(kicker)
+            if self._debug_halt and self.exit_status is None and self._fatal is None:
+                if not self._halt(kicker):  # the guest waits in the hlt a debugger stepped onto
+                    return 0
+                continue
             with lock:
                 self._service_devices()
                 if self._fatal is not None:
@@ -721,6 +727,23 @@ class Machine:
                 self.control.enter(RunState.DEBUG, "breakpoint")
                 continue
             raise self._guest_died(event)
+
+    def debug_step(self) -> VcpuExit:
+        """A debugger's single step (emu.gdb), on the vCPU thread while it is stopped: one
+        instruction, with no interrupt injected and no timer run meanwhile (QEMU's default,
+        SSTEP_NOIRQ | SSTEP_NOTIMER). A step that executes `hlt` leaves the guest halted: when
+        the vCPU goes on, the loop first waits for an interrupt, as after a run that halted. A
+        step that kills the guest ends the run as a run would."""
+        self.vcpu.request_interrupt_window(False)  # the loop asks again before its next run
+        for _ in range(4):  # a kick left over from whoever asked for the step ends a try early
+            event = self.vcpu.debug_step()
+            if not isinstance(event, (KickExit, InterruptWindowExit)):
+                break
+        if isinstance(event, HaltExit):
+            self._debug_halt = True
+        elif not isinstance(event, (StepExit, KickExit, InterruptWindowExit)):
+            self._fatal = self._guest_died(event)
+        return event
 
     # one instruction at a time (emu.difftest: the tracer, the lockstep comparison) ---------------
     def start_stepping(self, terminal_input: bytes = b"") -> None:
@@ -851,6 +874,7 @@ class Machine:
             timeout = None if deadline is None else max(0, deadline - time.monotonic_ns()) / 1e9
             self._wake.wait(timeout)
             self._wake.clear()
+        self._debug_halt = False
         self.idle_ns += time.monotonic_ns() - start
         self.halted = None
         self.vcpu.stats.idle_ns = self.idle_ns

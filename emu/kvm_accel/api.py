@@ -327,6 +327,9 @@ class kvm_vcpu_events(Structure):
     ]  # fmt: skip
 
 
+KVM_VCPUEVENT_VALID_SHADOW = 0x4  # KVM_SET_VCPU_EVENTS: take interrupt.shadow too
+
+
 class kvm_debugregs(Structure):
     """KVM_GET/SET_DEBUGREGS (api.rst §4.32): DR0-3, DR6, DR7 as the guest sees them."""
 

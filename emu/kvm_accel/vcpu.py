@@ -76,6 +76,10 @@ if TYPE_CHECKING:
     from .vm import CpuidEntry, KvmAccelerator
 
 KICK_SIGNAL = signal.SIGUSR1  # QEMU's SIG_IPI is SIGUSR1 too
+DB_VECTOR = 1
+DR7_DEFAULT = 0x600  # GE, and bit 10, which always reads 1
+_DR_ENABLE = tuple(2 << (2 * slot) for slot in range(4))  # G0-G3
+DR6_EVENTS = 0x600F  # B0-B3, BD, BS
 PAGE_SIZE = 4096
 MAX_INSN_LENGTH = 15  # SDM vol. 2A §2.3.11
 
@@ -165,7 +169,10 @@ class KvmVCpu(VCpu):
         # they are stale before the first run, after set_state() and after an injection.
         self._exit_flags_valid = False
         self._injected = False
-        self._single_stepping = False
+        self._stepping = False  # inside step()
+        self._user_single_step = False  # set_single_step(True): every run() steps
+        self._breakpoints: tuple[int, ...] = ()  # a debugger's, in DR0-DR3 (set_breakpoints)
+        self._guest_debug: tuple[bool, tuple[int, ...]] = (False, ())  # what KVM was last told
         self.apic: LocalApicRegisters | None = None  # emu's local APIC (attach_apic)
         self._apic_base_seen = 0
 
@@ -186,6 +193,9 @@ class KvmVCpu(VCpu):
         libc_ioctl, clock = api.libc_ioctl, time.monotonic_ns
         self._thread_ident = threading.get_ident()
         apic = self.apic
+        debug = (True, ()) if self._stepping else (self._user_single_step, self._breakpoints)
+        if self._guest_debug != debug:  # a step() after runs with breakpoints, or the other way
+            self._set_guest_debug(*debug)
         while True:
             if apic is not None:
                 run.cr8 = apic.cr8
@@ -227,8 +237,10 @@ class KvmVCpu(VCpu):
                 stats.count(ExitReason.SHUTDOWN)
                 return ShutdownExit(f"triple fault at RIP={self._rip_text()} (KVM_EXIT_SHUTDOWN)")
             elif reason == api.KVM_EXIT_DEBUG:
-                stats.count(ExitReason.DEBUG)
-                return DebugExit(rip=run.debug.arch.pc)
+                if self._guest_debug[0] or self._breakpoint_hit(run.debug.arch):
+                    stats.count(ExitReason.DEBUG)
+                    return DebugExit(rip=run.debug.arch.pc)
+                self._reinject_debug(run.debug.arch)  # the guest's own #DB (its TF, its DRs)
             else:
                 stats.count(ExitReason.INTERNAL_ERROR)
                 return InternalErrorExit(self._describe_failure(reason))
@@ -423,16 +435,80 @@ class KvmVCpu(VCpu):
 
     def step(self, count: int = 1) -> VcpuExit:  # noqa: ARG002 - KVM steps one at a time
         """One instruction under KVM_GUESTDBG_SINGLESTEP (the host sets TF for the guest and
-        catches the #DB it raises; on this project's kvm_pvm hosts that works for CPL0 code)."""
-        if not self._single_stepping:
-            self.set_single_step(True)
-            self._single_stepping = True
-        return self.run()
+        catches the #DB it raises; on this project's kvm_pvm hosts that works for CPL0 code).
+        A debugger's breakpoints are off meanwhile, so the step executes the instruction at
+        one; the next run() turns them on again."""
+        self._stepping = True
+        try:
+            return self.run()
+        finally:
+            self._stepping = False
+
+    def debug_step(self) -> VcpuExit:
+        """A debugger's step: step(), except for `hlt`, which kvm_pvm single-steps as if it
+        were a `nop` and then reports as a stale KVM_EXIT_HLT at some later instruction (seen
+        inside the next interrupt's handler, with IF=0, which ended the run). So emu executes
+        the hlt itself: RIP past it, the interrupt shadow of an `sti` just before it over (the
+        hlt was the instruction it covered), and HaltExit, as tcg returns for a hlt."""
+        regs, sregs = self._get_regs(), self._get_sregs()
+        wide = sregs.efer & EFER_LMA and sregs.cs.l
+        linear = (sregs.cs.base + regs.rip) & ((1 << 64) - 1 if wide else 0xFFFFFFFF)
+        if self.read_linear(linear, 1) != b"\xf4":
+            return self.step()
+        regs.rip = (regs.rip + 1) & ((1 << 64) - 1 if wide or sregs.cs.db else 0xFFFF)
+        ioctl(self.fd, api.KVM_SET_REGS, byref(regs))
+        events = api.kvm_vcpu_events()
+        ioctl(self.fd, api.KVM_GET_VCPU_EVENTS, byref(events))
+        events.interrupt_shadow, events.flags = 0, api.KVM_VCPUEVENT_VALID_SHADOW
+        ioctl(self.fd, api.KVM_SET_VCPU_EVENTS, byref(events), "interrupt shadow")
+        self._exit_flags_valid = False
+        self.stats.count(ExitReason.HLT)
+        return HaltExit()
 
     def set_single_step(self, on: bool) -> None:
         """KVM_SET_GUEST_DEBUG with SINGLESTEP: run() returns DebugExit after each instruction."""
-        debug = api.kvm_guest_debug(control=api.KVM_GUESTDBG_ENABLE | api.KVM_GUESTDBG_SINGLESTEP if on else 0)
+        self._user_single_step = on
+        self._set_guest_debug(on, self._breakpoints)
+
+    def set_breakpoints(self, addresses: frozenset[int]) -> None:
+        """Up to four, in DR0-DR3 (see the module doc): more is an EmuError, as is a host that
+        refuses them."""
+        if len(addresses) > len(_DR_ENABLE):
+            raise EmuError(f"kvm: at most {len(_DR_ENABLE)} breakpoints (emu sets them in the debug registers "
+                           "DR0-DR3: KVM_GUESTDBG_USE_HW_BP)")  # fmt: skip
+        wanted = tuple(sorted(addresses))
+        try:
+            self._set_guest_debug(self._guest_debug[0], wanted)
+        except KvmError as error:
+            raise EmuError(f"kvm: this host refused breakpoints in the debug registers: {error}") from None
+        self._breakpoints = wanted
+
+    def _set_guest_debug(self, single_step: bool, breakpoints: tuple[int, ...]) -> None:
+        """KVM_SET_GUEST_DEBUG; DR7 as QEMU's kvm_arch_update_guest_debug sets it: GE and the
+        always-one bit 10 (0x600), then G0-G3 with R/W and LEN 00 (instruction breakpoints)."""
+        debug = api.kvm_guest_debug()
+        if single_step or breakpoints:
+            debug.control = api.KVM_GUESTDBG_ENABLE | (api.KVM_GUESTDBG_SINGLESTEP if single_step else 0)
+        if breakpoints:
+            debug.control |= api.KVM_GUESTDBG_USE_HW_BP
+            debug.arch.debugreg[7] = DR7_DEFAULT
+            for slot, address in enumerate(breakpoints):
+                debug.arch.debugreg[slot] = address
+                debug.arch.debugreg[7] |= _DR_ENABLE[slot]
         ioctl(self.fd, api.KVM_SET_GUEST_DEBUG, byref(debug))
+        self._guest_debug = (single_step, breakpoints)
+
+    def _breakpoint_hit(self, arch: api.kvm_debug_exit_arch) -> bool:
+        """A #DB whose DR6 names one of the debugger's slots (B0-B3)."""
+        return arch.exception == DB_VECTOR and bool(arch.dr6 & ((1 << len(self._guest_debug[1])) - 1))
+
+    def _reinject_debug(self, arch: api.kvm_debug_exit_arch) -> None:
+        """While KVM intercepts #DB and #BP for the debugger it reports the guest's own to us:
+        give them back to the guest (QEMU's kvm_handle_debug does the same)."""
+        if arch.exception == DB_VECTOR:
+            self.raise_exception(DB_VECTOR, dr6_bits=arch.dr6 & DR6_EVENTS)
+        else:
+            self.raise_exception(arch.exception)
 
     # --- guest memory through the vCPU's translation --------------------------------------
 

@@ -14,6 +14,8 @@ hooks and returns from `emu_start`, and emu counts them with the same reasons as
   MOV CR8                exception to UC_HOOK_INTR, served by the local APIC  -> MSR, TPR
   HLT                    emu_start returns with no stop requested             -> HLT
   external interrupt     emu delivers it between runs                         -> INTERRUPT
+  debugger breakpoint    a UC_HOOK_CODE hook on that one linear address stops
+                         the run before the instruction (set_breakpoints)     -> DEBUG
 
 Paging is Unicorn's own walker (UC_TLB_CPU) for now; emu.mmu's walker serves emu's own accesses.
 """
@@ -28,7 +30,7 @@ import weakref
 from pathlib import Path
 
 from unicorn import (UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH, UC_ERR_FETCH_PROT, UC_ERR_FETCH_UNMAPPED,
-                     UC_ERR_INSN_INVALID, UC_ERR_WRITE_PROT, UC_HOOK_BLOCK, UC_HOOK_INSN, UC_HOOK_INTR,
+                     UC_ERR_INSN_INVALID, UC_ERR_WRITE_PROT, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR,
                      UC_HOOK_MEM_WRITE_PROT, Uc, UcError)  # fmt: skip
 from unicorn import x86_const
 from unicorn.unicorn_py3.unicorn import uclib
@@ -147,6 +149,8 @@ class TcgVCpu(VCpu):
         self._rom_step = False  # this run executes that one store, to be undone after it
         self._rom_undo: list[tuple[int, bytes]] = []  # (host address, bytes before the store)
         self.apic: LocalApicRegisters | None = None  # emu's local APIC (attach_apic)
+        self._breakpoints: dict[int, int] = {}  # a debugger's: linear address -> Unicorn hook handle
+        self._breakpoint_hit = False  # the run stopped at one of them
         self._io_count = 0  # port IO is the hot path: counted here, folded into stats by run()
         self._io_ns = 0
         # IN/OUT are registered as raw C callbacks: the binding's wrapper costs ~1 us per call.
@@ -423,6 +427,7 @@ class TcgVCpu(VCpu):
                 return KickExit()
             self._pending = None
             self._syscall = None
+            self._breakpoint_hit = False
             self._handler_ns = 0
             self._ctx_fresh = False
             start = _ns()
@@ -480,6 +485,9 @@ class TcgVCpu(VCpu):
                 if self._mmu_after_run(error):
                     self._stepped = False  # the instruction runs again (#PF retry): not done yet
                     continue
+            if self._breakpoint_hit and error is None:  # stopped before the instruction (set_breakpoints)
+                self.stats.count(ExitReason.DEBUG)
+                return DebugExit(rip=self._reg(UC_X86_REG_RIP))
             if error is not None and error.errno == UC_ERR_WRITE_PROT and self._rom_store:
                 self._rom_store, self._rom_step = False, True  # run it once more, then undo it
                 self._stepped = False
@@ -541,6 +549,26 @@ class TcgVCpu(VCpu):
             return self.run()
         finally:
             self._stepping = False
+
+    # a debugger's breakpoints -----------------------------------------------------------------
+    def set_breakpoints(self, addresses: frozenset[int]) -> None:
+        """One UC_HOOK_CODE hook per address, bounded to it (begin = end), so only that
+        instruction calls into Python. Unicorn calls a code hook before the instruction, with
+        the linear address (CS.base + IP in real mode); `emu_stop` there ends the run with RIP
+        at the instruction, not executed. Translated code is dropped so that blocks translated
+        before carry the hook call (and blocks of removed ones lose it). As under QEMU's TCG,
+        software and hardware breakpoints are the same thing here."""
+        for address in self._breakpoints.keys() - addresses:
+            self.uc.hook_del(self._breakpoints.pop(address))
+        for address in addresses - self._breakpoints.keys():
+            self._breakpoints[address] = self.uc.hook_add(UC_HOOK_CODE, self._on_breakpoint, None, address, address)
+        self.uc.ctl_flush_tb()
+
+    def _on_breakpoint(self, uc: Uc, _address: int, _size: int, _ud: object) -> None:
+        if self._stepping or self._rom_step:  # a step executes the instruction at a breakpoint
+            return
+        self._breakpoint_hit = True
+        uc.emu_stop()
 
     def _single_step_budget(self) -> int:
         if not self._counting:  # code translated without the count hook would ignore a budget
