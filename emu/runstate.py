@@ -82,11 +82,13 @@ class RunControl:
                 call = _Call(function)
                 self._calls.append(call)
                 self._cond.notify_all()
+                parked = self._parked  # waiting in checkpoint(): the notify wakes it, no kick to leave behind
         if direct:
             with self.lock:
                 return function()
-        self.kick()
-        self.wake()
+        if not parked:  # running guest code, or halted: stop the run or the halt's sleep
+            self.kick()
+            self.wake()
         while not call.done.wait(0.5):
             with self._cond:
                 if self._ended and not call.done.is_set():  # the loop ended before it got to it
@@ -151,12 +153,13 @@ class RunControl:
         while True:
             self._serve()
             with self._cond:
+                if self._calls:
+                    continue  # queued while parked, so without a kick: served before leaving
                 if not self.state.stopped or still():
                     self._parked = False
                     return
                 self._parked = True
-                if not self._calls:
-                    self._cond.wait(0.5)
+                self._cond.wait(0.5)
 
     def _serve(self) -> None:
         while True:
