@@ -29,7 +29,7 @@ the grammar with examples; everything else in the file is for the student):
 end of its lab whatever happened before (a setup block is an ordinary command block, named so
 for the reader). A block is skipped, with the reason, when its accelerator or a need is missing:
 accel=kvm needs a usable /dev/kvm; needs= knows root, tap (/dev/net/tun and iproute2's ip),
-perf (perf, allowed to count KVM's tracepoints), strace, hugetlb (a 2 MiB hugetlb pool the
+perf (perf, allowed to count KVM's tracepoints), strace, gdb, hugetlb (a 2 MiB hugetlb pool the
 block may grow, as root), qemu (qemu-system-x86_64). An observe block with host=pvm is checked
 only where the host's KVM is kvm_pvm (the nested KVM of this project's machines, which emulates
 ring 0), host=hw only where it is a VT-x/AMD-V KVM; a kvm command block with host= runs only
@@ -58,7 +58,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LABS = ROOT / "docs" / "labs"
 DEFAULT_TIMEOUT = 60.0
-KNOWN_NEEDS = ("root", "tap", "perf", "strace", "hugetlb", "qemu")
+KNOWN_NEEDS = ("root", "tap", "perf", "strace", "hugetlb", "qemu", "gdb")
 OUTPUT_TAIL = 60  # lines of a failing block's output shown in its report
 
 
@@ -323,6 +323,8 @@ def _check_need(need: str) -> str | None:
         return None if shutil.which("ip") else "needs iproute2's ip"
     if need == "strace":
         return None if shutil.which("strace") else "needs strace"
+    if need == "gdb":
+        return None if shutil.which("gdb") else "needs gdb (Debian's gdb package)"
     if need == "qemu":
         return None if shutil.which("qemu-system-x86_64") else "needs qemu-system-x86_64"
     if need == "hugetlb":
