@@ -74,7 +74,8 @@ def test_process_times_agree_with_os_times() -> None:
     mine, theirs = process_times(), os.times()
     assert abs(mine.user_ns / 1e9 - theirs.user) <= 2 * TICK_S
     assert abs(mine.system_ns / 1e9 - theirs.system) <= 2 * TICK_S
-    assert mine.guest_ns == 0  # no KVM_RUN in this process yet... or none that ran guest code long
+    assert 0 <= mine.guest_ns <= mine.user_ns  # guest time is part of user time (proc_pid_stat(5)); in-process
+    # kvm tests earlier in the session may have given this process some
 
 
 def test_thread_times_follow_one_thread() -> None:
