@@ -262,7 +262,7 @@ def _monitor_agrees_with_the_guest(console: Console, monitor: MonitorClient) -> 
     assert physical + (text - virtual) == code, (hex(virtual), hex(physical), hex(text), hex(code))
 
 
-KVM_PROBE_S = 60  # how long the kvm boot may take to print anything on the console
+KVM_PROBE_S = 20  # how long the kvm boot may take to print anything on the console
 
 
 @pytest.mark.kvm
