@@ -87,6 +87,7 @@ def test_a_session_with_the_monitor(tmp_path: Path, accel: str) -> None:
         pages = [(int(a, 16), int(b, 16)) for a, b in re.findall(r"(?m)^([0-9a-f]{16}): ([0-9a-f]{16}) [-XGPDACTUW]{9}\r$", tlb)]
         page = max(p for p in pages if p[0] <= rip)  # the guest's tables map RIP's page (identity here)
         physical = page[1] + rip - page[0]
+        assert mon.command("x /2i $rip").startswith(f"0x{rip:016x}:  ")  # decoded for 64-bit code
         code = _xbytes(mon.command("x /8xb $rip"))
         assert code == _xbytes(mon.command(f"xp /8xb {physical:#x}")) == _elf_bytes(IDLE, physical, 8)
         if accel == "tcg":

@@ -4,8 +4,10 @@
 vCPU's CR3, as the CPU would (emu.mmu.walk, with no Accessed/Dirty bits set: looking must not
 change what is looked at), and segmentation is ignored, as QEMU ignores it. `xp /FMT ADDR`
 reads guest-physical memory directly. FMT is QEMU's: a count, a format (x hex, d signed, u
-unsigned, o octal, t binary, c characters) and a unit size (b 1, h 2, w 4, g 8 bytes), each
-optional: `x /4xg $rsp` shows four quadwords at the stack pointer. ADDR is a number or a
+unsigned, o octal, t binary, c characters, i instructions) and a unit size (b 1, h 2, w 4, g 8
+bytes), each optional: `x /4xg $rsp` shows four quadwords at the stack pointer, `x /3i $rip`
+the next three instructions, decoded by capstone for the vCPU's mode (16-, 32- or 64-bit code,
+from CS.L and CS.D). ADDR is a number or a
 register (`$rip`, `$rsp`, `$cr3`, ...).
 
 Physical addresses that are not RAM or ROM read as zeros, as unassigned memory does on emu's
@@ -41,8 +43,6 @@ def parse_format(text: str) -> tuple[int, str, int]:
         raise UsageError(f"invalid format '{text}'")
     count, fmt, size, fmt2 = match.groups()
     fmt = fmt or fmt2 or "x"
-    if fmt == "i":
-        raise MonitorError("emu has no disassembler: use x /Nxb and a disassembler of your own")
     unit = SIZES[size] if size else (1 if fmt == "c" else 4)
     return int(count or 1), fmt, unit
 
@@ -107,6 +107,8 @@ def dump(machine: Machine, args: list[str], physical: bool) -> str:
     address = register_value(machine, text[1:].lower()) if text.startswith("$") else parse_number(text)
     if count * unit > MAX_BYTES:
         raise MonitorError(f"at most {MAX_BYTES} bytes at a time")
+    if fmt == "i":
+        return _instructions(machine, address, count, physical)
     data = read_physical(machine, address, count * unit) if physical else read_linear(machine, address, count * unit)
     line_size = 8 if unit == 1 else 16
     lines = []
@@ -116,6 +118,34 @@ def dump(machine: Machine, args: list[str], physical: bool) -> str:
             value = int.from_bytes(data[i : i + unit], "little")
             words.append(_format(value, fmt, unit))
         lines.append(f"{address + offset:016x}:" + "".join(words))
+    return "\n".join(lines) + "\n"
+
+
+def _instructions(machine: Machine, address: int, count: int, physical: bool) -> str:
+    """`x /Ni ADDR`: N instructions, as QEMU prints them ("0x%016x:  mnemonic operands")."""
+    from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
+
+    if count > 1000:
+        raise MonitorError("at most 1000 instructions at a time")
+    state = machine.vcpu.get_state(msrs=False)
+    mode = CS_MODE_64 if state.efer & 0x400 and state.cs.l else CS_MODE_32 if state.cs.db else CS_MODE_16
+    length = 15 * count  # the longest x86 instruction is 15 bytes
+    reader = read_physical if physical else read_linear
+    data = b""
+    while length > 0 and not data:  # as much as is mapped, from `address` on
+        try:
+            data = reader(machine, address, length)
+        except MonitorError:
+            if length <= 0x1000 - (address & 0xFFF):
+                raise
+            length = 0x1000 - (address & 0xFFF)
+    lines = []
+    for insn in Cs(CS_ARCH_X86, mode).disasm(data, address):
+        lines.append(f"0x{insn.address:016x}:  {insn.mnemonic} {insn.op_str}".rstrip())
+        if len(lines) == count:
+            break
+    if len(lines) < count:  # capstone stops at the first byte sequence that is no instruction
+        lines.append("(no further instruction: the next bytes do not decode, or are not mapped)")
     return "\n".join(lines) + "\n"
 
 
