@@ -32,7 +32,7 @@ import json
 import threading
 from typing import TYPE_CHECKING
 
-from ..accel import EFER_LMA, RFLAGS_IF, CpuState, Segment
+from ..accel import EFER_LMA, CpuState, Segment
 from ..devices.pci.config import BarKind
 from ..devices.virtio.device import VirtioDevice
 from ..mmu.dump import merged_ranges, page_mappings
@@ -171,8 +171,8 @@ def _shadow_view(machine: Machine) -> str:
     entries = softmmu.shadow.entries
     here = sorted((page, user, e) for (c3, page, user), e in entries.items() if (c3 & ~0xFFF) == (cr3 & ~0xFFF))
     guest = {m.linear: m for m in _mappings(machine)[0]}
-    lines = [f"shadow table: {len(entries)} translations cached, {len(here)} for CR3={state.cr3:#x} "
-             f"(linear -> physical, rights granted to Unicorn's TLB, privilege, guest page tables now)"]  # fmt: skip
+    lines = [(f"shadow table: {len(entries)} translations cached, {len(here)} for CR3={state.cr3:#x} "
+              "(linear -> physical, rights granted to Unicorn's TLB, privilege, guest page tables now)")]
     for page, user, entry in here:
         now = _guest_translation(guest, page)
         check = "ok" if now == entry.physical_page else "stale" if now is not None else "unmapped now"
@@ -326,7 +326,8 @@ def _info_pci(mon: Monitor, args: list[str]) -> str:
             lines.append(f"      IRQ {pci_irq(mon.machine, device, pci) or 0}, pin {'ABCD'[pci.interrupt_pin - 1]}")
         for index, bar in sorted(pci.bars.items()):
             if bar.kind is BarKind.IO:
-                where = f"I/O at {bar.address:#x} [{bar.address + bar.size - 1:#x}]" if bar.address else "I/O at 0xffffffffffffffff [0x{:x}]".format(bar.size - 2)
+                where = (f"I/O at {bar.address:#x} [{bar.address + bar.size - 1:#x}]" if bar.address
+                         else f"I/O at 0xffffffffffffffff [0x{bar.size - 2:x}]")  # unassigned, as QEMU prints it
             else:
                 kind = ("64 bit" if bar.kind is BarKind.MEMORY64 else "32 bit") + (" prefetchable" if bar.prefetchable else "")
                 where = (f"{kind} memory at {bar.address:#x} [{bar.address + bar.size - 1:#x}]" if bar.address
@@ -443,8 +444,7 @@ INFO_COMMANDS: list[Command] = [
     Command("registers", "", "show the cpu registers", _info_registers),
     Command("cpus", "", "show infos for each CPU", _info_cpus),
     Command("mem", "", "show the active virtual memory mappings", _info_mem),
-    Command("tlb", "[shadow]", "show virtual to physical memory mappings (shadow: emu's shadow table, tcg)",
-            _info_tlb),  # fmt: skip
+    Command("tlb", "[shadow]", "show virtual to physical memory mappings (shadow: emu's shadow table, tcg)", _info_tlb),
     Command("pic", "", "show PIC state", _info_pic),
     Command("lapic", "", "show local apic state", _info_lapic),
     Command("irq", "", "show the interrupts statistics", _info_irq),
