@@ -8,22 +8,13 @@ Layout used by every helper here (guest-physical = linear, identity mapped):
 
 from __future__ import annotations
 
-import os
 import struct
 
 import pytest
 
 from emu.accel import CpuState, DescriptorTable, Segment
+from emu.kvm_accel.api import kvm_usable
 from emu.memory import GuestMemory
-
-def kvm_usable() -> tuple[bool, str]:
-    try:
-        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
-    except OSError as err:
-        return False, f"no usable /dev/kvm ({err.strerror})"
-    os.close(fd)
-    return True, ""
-
 
 KVM_OK, KVM_WHY = kvm_usable()
 requires_kvm = pytest.mark.skipif(not KVM_OK, reason=KVM_WHY)

@@ -697,3 +697,21 @@ def ioctl(fd: int, request: int, arg: object = None, context: str = "") -> int:
     if result < 0:
         raise KvmError(IOCTL_NAMES.get(request, f"ioctl {request:#x}"), -result, context)
     return result
+
+
+def kvm_usable(path: str = "/dev/kvm") -> tuple[bool, str]:
+    """Whether KVM can be used here, and why not: `path` opens read-write and answers
+    KVM_GET_API_VERSION with 12 (api.rst §4.1). For tests and tools that skip the kvm side."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as err:
+        return False, f"no usable {path} ({err.strerror})"
+    try:
+        version = ioctl_raw(fd, KVM_GET_API_VERSION)
+    finally:
+        os.close(fd)
+    if version < 0:
+        return False, f"{path} is no KVM device ({os.strerror(-version)})"
+    if version != KVM_API_VERSION:
+        return False, f"{path} speaks KVM API {version}, not {KVM_API_VERSION}"
+    return True, ""

@@ -23,14 +23,7 @@ def kvm_usable() -> bool:
     """/dev/kvm opens read-write and answers KVM_GET_API_VERSION with 12."""
     from emu.kvm_accel import api
 
-    try:
-        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        return api.ioctl_raw(fd, api.KVM_GET_API_VERSION) == api.KVM_API_VERSION
-    finally:
-        os.close(fd)
+    return api.kvm_usable()[0]
 
 
 def host_is_kvm_pvm() -> bool:
